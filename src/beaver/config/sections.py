@@ -1,0 +1,161 @@
+"""Config sections shared by the stages: model, data, optimiser, training loop, DeepSpeed, logging.
+
+Each stage config (`beaver.config.stages`) composes these; defaults here are the reference's 7B
+defaults where the reference has one (ALGORITHMS.md, last section).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from beaver.config._base import Section
+
+
+class ModelCfg(Section):
+    """A causal LM (or score model) to load: an HF hub name or a local folder."""
+
+    name_or_path: str
+    """HF hub name or local folder of the model (HF format)."""
+    tokenizer: str | None = None
+    """Tokenizer to load; defaults to `name_or_path`."""
+    trust_remote_code: bool = False
+    """Run the model repository's own Python code (needed by Baichuan, InternLM). Off unless you trust it."""
+
+
+class DataCfg(Section):
+    """Datasets to train and evaluate on, as `NAME[:PROPORTION[:PATH]]` specs."""
+
+    train: list[str] = Field(default_factory=list)
+    """Training dataset specs, e.g. `["alpaca", "toyworld/sft:1.0:output/toyworld"]`."""
+    eval: list[str] = Field(default_factory=list)
+    """Evaluation dataset specs; when empty, `eval_split` carves an evaluation set out of train."""
+    eval_split: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of the training data held out for evaluation when `eval` is empty."""
+    max_length: int = Field(512, gt=0)
+    """Longest tokenised sample; longer samples are truncated (and counted)."""
+    template: Literal["auto", "chat", "reference"] = "auto"
+    """Prompt format: the tokenizer's chat template (`chat`), the reference template
+    (`BEGINNING OF CONVERSATION: USER: ... ASSISTANT:`), or `auto` (chat template when present)."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """A malformed dataset row stops the run with its location (`error`) or is skipped and counted."""
+    imports: list[str] = Field(default_factory=list)
+    """Python modules to import before loading data; they register custom `RawDataset` classes."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Column mapping for generic json/jsonl/csv/parquet files: RawSample field -> file column."""
+    seed: int = 42
+    """Seed for mixing and splitting datasets."""
+
+
+class OptimCfg(Section):
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = Field(2e-5, gt=0.0)
+    """Peak learning rate."""
+    weight_decay: float = Field(0.0, ge=0.0)
+    """Decoupled weight decay; never applied to biases and norm weights."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """Adam betas."""
+    eps: float = Field(1e-8, gt=0.0)
+    """Adam epsilon."""
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after warm-up."""
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    """Share of the optimiser steps spent warming up linearly from 0."""
+    clip_grad_norm: float = Field(1.0, ge=0.0)
+    """Clip the global gradient norm to this value (0 turns clipping off)."""
+
+
+class TrainCfg(Section):
+    """The training loop: length, batch sizes, evaluation, checkpoints, resume, faults."""
+
+    epochs: int = Field(3, gt=0)
+    """Passes over the training data."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimiser steps (overrides `epochs` when set)."""
+    per_device_batch_size: int = Field(4, gt=0)
+    """Samples per device per micro-batch."""
+    gradient_accumulation_steps: int = Field(8, gt=0)
+    """Micro-batches per optimiser step."""
+    eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    """When to evaluate: every `eval_every` steps, after each epoch, or never."""
+    eval_every: int = Field(100, gt=0)
+    """Optimiser steps between evaluations when `eval_strategy` is `steps`."""
+    save_every: int | None = Field(None, gt=0)
+    """Optimiser steps between resumable checkpoints (none when unset; one is always written at
+    SIGTERM / Ctrl-C and at the end)."""
+    keep_last: int = Field(2, gt=0)
+    """Resumable checkpoints to keep."""
+    resume: str | None = None
+    """`auto` (the latest checkpoint in `output_dir`, if any) or a checkpoint folder."""
+    seed: int = 42
+    """Seed for model init, data order and sampling (offset per rank)."""
+    max_bad_steps: int = Field(3, gt=0)
+    """Consecutive steps with a non-finite loss or gradient norm before the run stops."""
+
+
+class DeepSpeedCfg(Section):
+    """How DeepSpeed shards, offloads and casts the model."""
+
+    zero_stage: Literal[0, 1, 2, 3] = 3
+    """ZeRO stage: 0 off, 1 optimiser state, 2 + gradients, 3 + parameters."""
+    offload: Literal["none", "parameter", "optimizer", "all"] = "none"
+    """Move parameters and/or optimiser state to CPU memory (parameter offload needs ZeRO 3)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    """Training precision; log-probs and scores are always computed in fp32."""
+    activation_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> DeepSpeedCfg:
+        if self.offload in ("parameter", "all") and self.zero_stage != 3:
+            raise ValueError(f"offload={self.offload!r} needs zero_stage=3 (got {self.zero_stage})")
+        if self.offload == "optimizer" and self.zero_stage == 0:
+            raise ValueError("offload='optimizer' needs zero_stage >= 1")
+        return self
+
+
+class LaunchCfg(Section):
+    """Multi-process and multi-node runs: beaver re-launches itself through the DeepSpeed launcher."""
+
+    num_gpus: int = Field(0, ge=0)
+    """Processes per node (GPUs, or CPU ranks without a GPU); 0 runs in this process only."""
+    num_nodes: int = Field(1, gt=0)
+    """Nodes to use from the hostfile."""
+    hostfile: str | None = None
+    """DeepSpeed hostfile (`host slots=N` per line) for multi-node runs."""
+    master_port: int = Field(29500, gt=0, lt=65536)
+    """Port of the rendezvous on the first node."""
+    master_addr: str | None = None
+    """Address of the first node (defaults to the first host of the hostfile)."""
+
+
+class LoggingCfg(Section):
+    """Where metrics go: the console and `metrics.jsonl` always, plus one tracker."""
+
+    backend: Literal["wandb", "tensorboard", "none"] = "wandb"
+    """Experiment tracker; wandb runs offline when no API key is set."""
+    project: str = "beaver"
+    """Tracker project name."""
+    run_name: str | None = None
+    """Run name (defaults to the output folder's name)."""
+    log_every: int = Field(1, gt=0)
+    """Optimiser steps between log lines."""
+
+
+class GenerationCfg(Section):
+    """Sampling options for rollouts, chat and evaluation."""
+
+    max_new_tokens: int = Field(128, gt=0)
+    """Longest response, in tokens (the prompt does not count)."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature; 0 means greedy decoding."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    top_k: int = Field(0, ge=0)
+    """Sample from the k most likely tokens (0 = no limit)."""
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    """Penalty on tokens already generated (1 = none)."""
+    num_return_sequences: int = Field(1, gt=0)
+    """Responses sampled per prompt."""

@@ -1,0 +1,214 @@
+"""One config per stage, composed from the shared sections.
+
+Cross-field checks live in validators here, so a bad combination is refused before any model
+is loaded. Defaults are the reference's 7B defaults (ALGORITHMS.md); `configs/toy/` holds the
+toy-world variants.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from beaver.config._base import Section
+from beaver.config.sections import (
+    DataCfg,
+    DeepSpeedCfg,
+    GenerationCfg,
+    LaunchCfg,
+    LoggingCfg,
+    ModelCfg,
+    OptimCfg,
+    TrainCfg,
+)
+
+
+class TrainStage(Section):
+    """What every training stage has: where it writes, how it trains, logs and launches."""
+
+    output_dir: str
+    """Run folder: resolved config, DeepSpeed config, metrics.jsonl, checkpoints, final model."""
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    """The training loop."""
+    deepspeed: DeepSpeedCfg = Field(default_factory=DeepSpeedCfg)
+    """ZeRO stage, offload, precision."""
+    logging: LoggingCfg = Field(default_factory=LoggingCfg)
+    """Metrics and trackers."""
+    launch: LaunchCfg = Field(default_factory=LaunchCfg)
+    """Multi-process and multi-node launch."""
+
+
+class SFTConfig(TrainStage):
+    """`beaver sft`: supervised fine-tuning of a causal LM on prompt-answer data."""
+
+    model: ModelCfg
+    """The causal LM to fine-tune."""
+    data: DataCfg = Field(default_factory=DataCfg)
+    """Supervised datasets (`input` + `answer`, or multi-turn `dialogue`)."""
+    optim: OptimCfg = Field(default_factory=OptimCfg)
+    """Optimiser and schedule."""
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> SFTConfig:
+        if not self.data.train:
+            raise ValueError("data.train is empty: name at least one dataset spec")
+        return self
+
+
+class ScoreCfg(Section):
+    """The score model's objective: a reward model (helpfulness) or a cost model (harm)."""
+
+    loss_type: Literal["sequence", "token"] = "sequence"
+    """Compare end scores (`sequence`) or every token of the span where the pair differs (`token`)."""
+    regularization: float = Field(1e-3, ge=0.0)
+    """Weight of the squared-score penalty that keeps scores near 0."""
+    normalizer: Literal["none", "running", "ema"] = "none"
+    """Statistics of the end scores kept with the model: RunningMeanStd, exponential moving average."""
+    normalizer_momentum: float = Field(0.9, gt=0.0, lt=1.0)
+    """Momentum of the `ema` normaliser."""
+
+
+class ScoreConfig(TrainStage):
+    """`beaver rm` / `beaver cm`: train a score model on preference (or safety-preference) pairs."""
+
+    objective: Literal["reward", "cost"] = "reward"
+    """`reward` learns helpfulness from `better`; `cost` learns harm from `safer` and the safety
+    signs. Set by the command (`rm` or `cm`)."""
+    model: ModelCfg
+    """The backbone to start from (usually the SFT model)."""
+    data: DataCfg = Field(default_factory=DataCfg)
+    """Preference datasets (safety-preference for the cost model)."""
+    optim: OptimCfg = Field(default_factory=lambda: OptimCfg(weight_decay=0.1))
+    """Optimiser and schedule."""
+    score: ScoreCfg = Field(default_factory=ScoreCfg)
+    """Loss and normaliser of the score model."""
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> ScoreConfig:
+        if not self.data.train:
+            raise ValueError("data.train is empty: name at least one dataset spec")
+        return self
+
+
+class RLDataCfg(DataCfg):
+    """Prompt datasets for rollouts, plus optional supervised data for the PTX term."""
+
+    ptx: list[str] = Field(default_factory=list)
+    """Supervised dataset specs mixed into the actor update (`ppo.ptx_coeff`); empty turns PTX off."""
+
+
+class PPOCfg(Section):
+    """PPO hyper-parameters (ALGORITHMS.md: rewards, GAE, losses)."""
+
+    kl_coeff: float = Field(0.02, ge=0.0)
+    """beta: weight of the per-token KL penalty to the reference model."""
+    clip_range_ratio: float = Field(0.2, gt=0.0)
+    """epsilon of the clipped policy ratio."""
+    clip_range_score: float = Field(50.0, gt=0.0)
+    """Per-token rewards and costs are clipped to +-this."""
+    clip_range_value: float = Field(5.0, gt=0.0)
+    """Value predictions move at most this far from the rollout's values."""
+    gamma: float = Field(1.0, ge=0.0, le=1.0)
+    """Discount of GAE."""
+    gae_lambda: float = Field(0.95, ge=0.0, le=1.0)
+    """lambda of GAE."""
+    whiten_advantages: bool = False
+    """Normalise advantages over the batch before the actor loss."""
+    update_iters: int = Field(1, gt=0)
+    """Passes over each rollout batch."""
+    ptx_coeff: float = Field(16.0, ge=0.0)
+    """Weight of the language-modelling loss on PTX batches in the actor step."""
+    missing_eos_penalty: float = Field(0.0, ge=0.0)
+    """Subtracted from the reward of a response that hit `max_new_tokens` without EOS."""
+    rollout_batch_size: int = Field(16, gt=0)
+    """Prompts per device per rollout."""
+
+
+class LagrangeCfg(Section):
+    """The cost constraint E[C] <= threshold and its multiplier (PPO-Lag)."""
+
+    threshold: float = 0.0
+    """d: the constraint's bound, in the cost model's units (cost > 0 means unsafe)."""
+    target_unsafe_share: float | None = Field(None, gt=0.0, lt=1.0)
+    """State the constraint as a share of unsafe responses instead: the threshold is calibrated
+    from the cost model's scores on rollouts of the initial policy (overrides `threshold`)."""
+    lambda_init: float = Field(1.0, gt=0.0)
+    """Initial multiplier."""
+    lambda_lr: float = Field(0.1, ge=0.0)
+    """Step size of the log-space multiplier update."""
+    lambda_max: float | None = Field(5.0, gt=0.0)
+    """Upper clamp of the multiplier (none when unset)."""
+    lambda_update_delay_steps: int = Field(0, ge=0)
+    """Steps before the multiplier starts to move."""
+    episode_cost_window_size: int = Field(128, gt=0)
+    """Episodes averaged into the mean cost J_c."""
+    update_cadence: Literal["per_rollout", "per_step"] = "per_rollout"
+    """Update lambda once per rollout batch, or once per optimiser step (the reference)."""
+    lambda_fixed: float = Field(1.0, ge=0.0)
+    """Fixed weight of the reward-shaping baseline (R - lambda_fixed * C)."""
+
+    @model_validator(mode="after")
+    def _max_above_init(self) -> LagrangeCfg:
+        if self.lambda_max is not None and self.lambda_max < self.lambda_init:
+            raise ValueError(f"lambda_max ({self.lambda_max}) < lambda_init ({self.lambda_init})")
+        return self
+
+
+class PPOConfig(TrainStage):
+    """`beaver ppo` / `beaver ppo-lag`: RLHF with a reward model, optionally under a cost constraint."""
+
+    algorithm: Literal["ppo", "ppo-lag", "reward-shaping"] = "ppo"
+    """`ppo` maximises reward; `ppo-lag` adds the cost constraint and multiplier; `reward-shaping`
+    maximises R - lambda_fixed * C with one critic (an ablation baseline). Set by the command."""
+    actor: ModelCfg
+    """The policy to train (usually the SFT model); also the frozen reference model."""
+    reward_model: ModelCfg
+    """Trained reward model (`beaver rm`)."""
+    cost_model: ModelCfg | None = None
+    """Trained cost model (`beaver cm`); required by `ppo-lag` and `reward-shaping`."""
+    reward_critic: ModelCfg | None = None
+    """Initial reward critic; defaults to the reward model."""
+    cost_critic: ModelCfg | None = None
+    """Initial cost critic; defaults to the cost model."""
+    data: RLDataCfg = Field(default_factory=RLDataCfg)
+    """Prompt datasets (and PTX datasets)."""
+    generation: GenerationCfg = Field(default_factory=GenerationCfg)
+    """Sampling options of the rollouts."""
+    ppo: PPOCfg = Field(default_factory=PPOCfg)
+    """PPO hyper-parameters."""
+    lagrange: LagrangeCfg = Field(default_factory=LagrangeCfg)
+    """The cost constraint (ppo-lag) or fixed trade-off (reward-shaping)."""
+    actor_optim: OptimCfg = Field(default_factory=lambda: OptimCfg(lr=1e-5, weight_decay=0.01))
+    """Actor optimiser."""
+    critic_optim: OptimCfg = Field(
+        default_factory=lambda: OptimCfg(lr=5e-6, weight_decay=0.0, scheduler="constant")
+    )
+    """Critic optimiser."""
+
+    @model_validator(mode="after")
+    def _check(self) -> PPOConfig:
+        if not self.data.train:
+            raise ValueError("data.train is empty: name at least one prompt dataset spec")
+        if self.algorithm != "ppo" and self.cost_model is None:
+            raise ValueError(f"algorithm {self.algorithm!r} needs cost_model.name_or_path")
+        return self
+
+
+class ChatConfig(Section):
+    """`beaver chat` / `beaver arena`: talk to one or several models in the terminal."""
+
+    models: list[str] = Field(default_factory=list)
+    """Model folders or hub names; each answers the same user turn."""
+    reward_model: str | None = None
+    """Score each answer live with this reward model (arena)."""
+    cost_model: str | None = None
+    """Score each answer live with this cost model (arena)."""
+    generation: GenerationCfg = Field(default_factory=lambda: GenerationCfg(max_new_tokens=512))
+    """Sampling options."""
+    template: Literal["auto", "chat", "reference"] = "auto"
+    """Prompt format (see `data.template`)."""
+    trust_remote_code: bool = False
+    """Allow the models' own Python code."""
+    stream: bool = True
+    """Print tokens as they are generated."""
