@@ -77,9 +77,7 @@ class Rollout:
     @property
     def attention_mask(self) -> Tensor:
         """(B, P + T) 1 on real prompt tokens and on response tokens up to the first EOS."""
-        return torch.cat(
-            [self.prompt_mask.to(self.response_mask.dtype), self.response_mask], dim=1
-        )
+        return torch.cat([self.prompt_mask.to(self.response_mask.dtype), self.response_mask], dim=1)
 
     @property
     def response_length(self) -> Tensor:

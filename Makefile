@@ -1,0 +1,50 @@
+# beaver: `make demo` runs the toy-world pipeline, `make test` runs the tests; both install first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.install.stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint format docker-build docker-run clean
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml changes. torch is pinned first so pip takes the CPU wheel
+# (an open `torch` requirement resolves to a multi-GB CUDA build on machines without one).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+test: install
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+docker-build:
+	docker build -t beaver:latest .
+
+# As the reference does: host / at /host, this folder at /workspace, all GPUs passed through.
+docker-run:
+	docker run --gpus all -it --rm --ipc=host --ulimit memlock=-1 --ulimit stack=67108864 \
+		-v /:/host -v "$(CURDIR)":/workspace -w /workspace beaver:latest
+
+clean:
+	rm -rf output .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

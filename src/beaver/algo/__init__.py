@@ -1,0 +1,82 @@
+"""The math of Safe RLHF (ALGORITHMS.md) as pure tensor functions, importing only torch.
+
+Masks and log-probs, score-model losses, KL-shaped reward/cost streams, GAE, PPO losses, the
+Lagrange multiplier controller with threshold calibration, score normalizers and typed containers.
+"""
+
+from beaver.algo.advantages import combined_advantage, gae, whiten
+from beaver.algo.lagrange import LagrangeController, calibrate_threshold, threshold_from_costs
+from beaver.algo.logprobs import entropy_from_logits, logprobs_from_logits, shifted_logprobs
+from beaver.algo.masks import (
+    gather_end_scores,
+    has_eos,
+    last_token_index,
+    masked_mean,
+    masked_sum,
+    position_ids_from_attention_mask,
+    response_mask,
+)
+from beaver.algo.normalizers import (
+    ExponentialMovingAverage,
+    Normalizer,
+    RunningMeanStd,
+    ScoreKind,
+    build_normalizer,
+)
+from beaver.algo.ppo_losses import critic_loss, ppo_actor_loss
+from beaver.algo.rewards import (
+    apply_missing_eos_penalty,
+    kl_k1,
+    kl_k3,
+    shaped_reward,
+    token_costs,
+    token_rewards,
+)
+from beaver.algo.score_losses import (
+    cost_loss,
+    divergence_span,
+    reward_loss_sequence,
+    reward_loss_token,
+)
+from beaver.algo.types import ActorLossOut, CostLossOut, GAEOut, RewardLossOut, Rollout
+
+__all__ = [
+    "ActorLossOut",
+    "CostLossOut",
+    "ExponentialMovingAverage",
+    "GAEOut",
+    "LagrangeController",
+    "Normalizer",
+    "RewardLossOut",
+    "Rollout",
+    "RunningMeanStd",
+    "ScoreKind",
+    "apply_missing_eos_penalty",
+    "build_normalizer",
+    "calibrate_threshold",
+    "combined_advantage",
+    "cost_loss",
+    "critic_loss",
+    "divergence_span",
+    "entropy_from_logits",
+    "gae",
+    "gather_end_scores",
+    "has_eos",
+    "kl_k1",
+    "kl_k3",
+    "last_token_index",
+    "logprobs_from_logits",
+    "masked_mean",
+    "masked_sum",
+    "position_ids_from_attention_mask",
+    "ppo_actor_loss",
+    "response_mask",
+    "reward_loss_sequence",
+    "reward_loss_token",
+    "shaped_reward",
+    "shifted_logprobs",
+    "threshold_from_costs",
+    "token_costs",
+    "token_rewards",
+    "whiten",
+]

@@ -1,0 +1,138 @@
+"""The Lagrange multiplier of PPO-Lag as a tiny controller, and threshold calibration.
+
+Update (ALGORITHMS.md; SGD on log_lambda with loss -(J_c - d) * exp(log_lambda)):
+    log_lambda <- log_lambda + lambda_lr * lambda * (J_c - d),
+then lambda <= lambda_max; no update while step < update_delay_steps. J_c is the mean episode cost
+over the last `window_size` episodes.
+
+Choices beyond the reference:
+- [beaver] lambda is also floored at `lambda_min` (default 1e-6) so log_lambda stays finite; the
+  update is multiplicative, so lambda_init must be > 0 (lambda = 0 would never move).
+- [beaver] Multi-rank runs: each rank observes its own episodes; the caller averages J_c over
+  ranks (all-reduce of `mean_cost`), calls `update(mean_cost=J_c)` on rank 0 and broadcasts the
+  returned lambda (or calls it with the same J_c on every rank: the update is deterministic).
+- [beaver] `state_dict()` holds plain floats/ints/lists (JSON-serialisable) including the cost
+  window and the threshold (which may have been calibrated at run time), so a resumed run makes
+  exactly the updates an uninterrupted one would.
+- [beaver] `threshold_from_costs`: state the constraint as a target unsafe share q and turn it into
+  a threshold d in cost units from the cost model's scores on rollouts of the initial policy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+
+class LagrangeController:
+    """Holds log_lambda and the window of recent episode costs; `update()` moves lambda."""
+
+    def __init__(
+        self,
+        lambda_init: float = 1.0,
+        lambda_lr: float = 0.1,
+        lambda_max: float | None = 5.0,
+        threshold: float = 0.0,
+        update_delay_steps: int = 0,
+        window_size: int = 128,
+        lambda_min: float = 1e-6,
+    ) -> None:
+        if lambda_init <= 0.0:
+            raise ValueError(
+                f"lambda_init must be > 0 (the update is multiplicative), got {lambda_init}"
+            )
+        if window_size < 1:
+            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        self.lambda_lr = lambda_lr
+        self.lambda_max = lambda_max
+        self.lambda_min = lambda_min
+        self.threshold = threshold
+        self.update_delay_steps = update_delay_steps
+        self.window_size = window_size
+        self.log_lambda = self._clamp_log(math.log(lambda_init))
+        self.step = 0  # number of update() calls so far
+        self.window: deque[float] = deque(maxlen=window_size)
+
+    def _clamp_log(self, log_lambda: float) -> float:
+        if self.lambda_max is not None:
+            log_lambda = min(log_lambda, math.log(self.lambda_max))
+        return max(log_lambda, math.log(self.lambda_min))
+
+    @property
+    def lambda_(self) -> float:
+        return math.exp(self.log_lambda)
+
+    @property
+    def mean_cost(self) -> float | None:
+        """J_c: mean of the episode costs in the window, None while it is empty."""
+        return sum(self.window) / len(self.window) if self.window else None
+
+    def observe(self, episode_costs: Sequence[float] | Tensor) -> None:
+        """Append episode costs (B,) to the window; the oldest fall out past `window_size`."""
+        if isinstance(episode_costs, Tensor):
+            values = [float(c) for c in episode_costs.detach().flatten().tolist()]
+        else:
+            values = [float(c) for c in episode_costs]
+        self.window.extend(values)
+
+    def update(self, mean_cost: float | None = None) -> float:
+        """One multiplier step with J_c = `mean_cost` (e.g. reduced over ranks) or the window mean.
+
+        Returns lambda after the step (unchanged while step < update_delay_steps).
+        """
+        j_c = self.mean_cost if mean_cost is None else float(mean_cost)
+        if j_c is None:
+            raise ValueError("LagrangeController.update: no episode costs observed yet")
+        if self.step >= self.update_delay_steps:
+            new_log = self.log_lambda + self.lambda_lr * self.lambda_ * (j_c - self.threshold)
+            self.log_lambda = self._clamp_log(new_log)
+        self.step += 1
+        return self.lambda_
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "log_lambda": self.log_lambda,
+            "step": self.step,
+            "threshold": self.threshold,
+            "window": list(self.window),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.log_lambda = float(state["log_lambda"])
+        self.step = int(state["step"])
+        self.threshold = float(state["threshold"])
+        self.window = deque((float(c) for c in state["window"]), maxlen=self.window_size)
+
+
+def calibrate_threshold(
+    safe_costs: Tensor, unsafe_costs: Tensor, target_unsafe_share: float
+) -> float:
+    """d = (1 - q) * mean(safe_costs) + q * mean(unsafe_costs), q = `target_unsafe_share`.
+
+    A policy whose answers are unsafe a share q of the time, with the costs of these two groups,
+    has expected cost exactly d, so E[C] <= d asks for an unsafe share of at most about q.
+    An empty group is replaced by the sign boundary 0 (safe costs are <= 0, unsafe > 0), which
+    is the closest value known without samples; callers should log when that happens.
+    """
+    if not 0.0 <= target_unsafe_share <= 1.0:
+        raise ValueError(f"target_unsafe_share must be in [0, 1], got {target_unsafe_share}")
+    if safe_costs.numel() + unsafe_costs.numel() == 0:
+        raise ValueError("calibrate_threshold: no costs given")
+    mean_safe = float(safe_costs.float().mean()) if safe_costs.numel() else 0.0
+    mean_unsafe = float(unsafe_costs.float().mean()) if unsafe_costs.numel() else 0.0
+    q = target_unsafe_share
+    return (1.0 - q) * mean_safe + q * mean_unsafe
+
+
+def threshold_from_costs(costs: Tensor, target_unsafe_share: float) -> float:
+    """Threshold d from cost-model scores (N,) of the initial policy's answers, split by sign.
+
+    d = (1 - q) * mean(c | c <= 0) + q * mean(c | c > 0); see `calibrate_threshold` for the
+    meaning and for the fallback when all answers fall on one side.
+    """
+    costs = costs.detach().flatten().float()
+    return calibrate_threshold(costs[costs <= 0], costs[costs > 0], target_unsafe_share)

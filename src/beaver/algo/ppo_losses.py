@@ -1,0 +1,54 @@
+"""PPO losses: clipped surrogate for the actor, clipped value loss for the critics.
+
+ratio = exp(logp - logp_old);
+L_actor = -masked_mean(min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A));
+V_clip = clip(V, V_old - c_v, V_old + c_v); L_critic = 0.5 * masked_mean(max((V - G)^2, (V_clip - G)^2)).
+`masked_mean` is the per-sequence token mean, then the batch mean (see masks.py).
+
+Monitoring: `clip_fraction` is the share of masked tokens where the clipped term was the active
+(smaller) one; `approx_kl` is the k3 estimate mean((ratio - 1) - log ratio) of KL(old || new),
+token-averaged like the loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from beaver.algo.masks import masked_mean
+from beaver.algo.types import ActorLossOut
+
+
+def ppo_actor_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_eps: float = 0.2,
+) -> ActorLossOut:
+    """Clipped PPO policy loss from new/old log-probs, advantages and mask, all (B, T)."""
+    log_ratio = logp - old_logp.detach()  # (B, T)
+    ratio = torch.exp(log_ratio)
+    advantages = advantages.detach()
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
+    loss = -masked_mean(torch.minimum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clip_fraction = masked_mean((clipped < unclipped).float(), mask)
+        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+    return ActorLossOut(loss=loss, clip_fraction=clip_fraction, approx_kl=approx_kl)
+
+
+def critic_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    clip_value: float = 5.0,
+) -> Tensor:
+    """() clipped value loss 0.5 * masked_mean(max((V - G)^2, (V_clip - G)^2)); inputs (B, T)."""
+    old_values = old_values.detach()
+    returns = returns.detach()
+    values_clipped = torch.clamp(values, old_values - clip_value, old_values + clip_value)
+    per_token = torch.maximum((values - returns).square(), (values_clipped - returns).square())
+    return 0.5 * masked_mean(per_token, mask)

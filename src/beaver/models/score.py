@@ -1,0 +1,134 @@
+"""The score model: a causal LM's backbone plus a linear head on every token.
+
+Serves the reward model, the cost model and both PPO critics (ALGORITHMS.md, "Score model").
+The head runs in fp32 whatever the backbone's precision, and the end score is read at the last
+real token found from the attention mask, never from token ids (pad == eos is common).
+
+On disk a score model is an HF folder: the backbone (`save_pretrained`, loadable by plain
+`transformers.AutoModel`), the tokenizer, `score_head.safetensors` (head weights and the
+normaliser's statistics) and `score_config.json` (score type, normaliser kind).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from beaver.algo import Normalizer, ScoreKind, build_normalizer, gather_end_scores
+from beaver.algo.masks import position_ids_from_attention_mask
+
+NormalizerKind = Literal["none", "running", "ema"]
+_NORMALIZER_CLASS = {"none": None, "running": "RunningMeanStd", "ema": "ExponentialMovingAverage"}
+HEAD_FILE = "score_head.safetensors"
+CONFIG_FILE = "score_config.json"
+
+
+@dataclass(frozen=True)
+class ScoreOutput:
+    """scores: (B, L) fp32 score of every token; end_scores: (B,) fp32 at the last real token."""
+
+    scores: Tensor
+    end_scores: Tensor
+
+
+class ScoreModel(nn.Module):
+    """`backbone` (an HF base model returning `last_hidden_state`) + `Linear(hidden, 1)`."""
+
+    def __init__(self, backbone: nn.Module, score_type: ScoreKind,
+                 normalizer: NormalizerKind = "none", momentum: float = 0.9) -> None:
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size  # type: ignore[union-attr]
+        self.score_head = nn.Linear(hidden, 1, bias=True, dtype=torch.float32)
+        self.score_type: ScoreKind = score_type
+        self.normalizer_kind: NormalizerKind = normalizer
+        self.momentum = momentum
+        self.normalizer: Normalizer | None = build_normalizer(_NORMALIZER_CLASS[normalizer],
+                                                              momentum=momentum)
+
+    @property
+    def config(self) -> Any:
+        """The backbone's HF config (DeepSpeed and generation helpers look for `.config`)."""
+        return self.backbone.config
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> ScoreOutput:
+        # Left padding must not shift positions: ids from the mask, not from the column index.
+        position_ids = position_ids_from_attention_mask(attention_mask)
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                               position_ids=position_ids, use_cache=False).last_hidden_state
+        weight, bias = self.score_head.weight, self.score_head.bias
+        # (B, L, H) @ (H, 1) in fp32 even when DeepSpeed has cast the module to bf16/fp16.
+        scores = F.linear(hidden.float(), weight.float(), bias.float()).squeeze(-1)  # (B, L)
+        return ScoreOutput(scores=scores, end_scores=gather_end_scores(scores, attention_mask))
+
+    def normalize(self, end_scores: Tensor) -> Tensor:
+        """End scores in the normaliser's units (identity without a normaliser)."""
+        if self.normalizer is None:
+            return end_scores
+        return self.normalizer.normalize(end_scores, self.score_type)
+
+    def head_state(self) -> dict[str, Tensor]:
+        """Head weights and normaliser statistics, for `score_head.safetensors`."""
+        state = {f"score_head.{k}": v.detach().float().cpu().contiguous()
+                 for k, v in self.score_head.state_dict().items()}
+        if self.normalizer is not None:
+            state.update({f"normalizer.{k}": v.detach().cpu().contiguous()
+                          for k, v in self.normalizer.state_dict().items()})
+        return state
+
+    def load_head_state(self, state: dict[str, Tensor]) -> None:
+        head = {k.removeprefix("score_head."): v for k, v in state.items() if k.startswith("score_head.")}
+        self.score_head.load_state_dict(head)
+        if self.normalizer is not None:
+            norm = {k.removeprefix("normalizer."): v for k, v in state.items()
+                    if k.startswith("normalizer.")}
+            if norm:
+                self.normalizer.load_state_dict(norm)
+
+
+def is_score_model_dir(path: str | Path) -> bool:
+    """True for a folder written by `save_score_model`."""
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def save_score_model(model: ScoreModel, out_dir: str | Path, tokenizer: Any = None,
+                     backbone_state: dict[str, Tensor] | None = None) -> None:
+    """Write backbone (HF format), head + normaliser and score config into `out_dir`.
+
+    `backbone_state` is the backbone's full state dict when the caller gathered it (ZeRO-3).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(out, state_dict=backbone_state)  # type: ignore[operator]
+    save_file(model.head_state(), str(out / HEAD_FILE))
+    meta = {"score_type": model.score_type, "normalizer": model.normalizer_kind,
+            "momentum": model.momentum, "hidden_size": int(model.score_head.in_features)}
+    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+
+
+def score_model_from_backbone(backbone: nn.Module, path: str | Path, score_type: ScoreKind | None = None,
+                              normalizer: NormalizerKind = "none", momentum: float = 0.9) -> ScoreModel:
+    """Wrap a loaded backbone; restore head and normaliser when `path` holds a score model.
+
+    From a plain causal LM (e.g. the SFT model) the head starts fresh with `score_type`.
+    A critic loaded from a reward model keeps the trained head but may change `score_type`.
+    """
+    folder = Path(path)
+    if is_score_model_dir(folder):
+        meta = json.loads((folder / CONFIG_FILE).read_text())
+        model = ScoreModel(backbone, score_type or meta["score_type"], meta["normalizer"],
+                           meta.get("momentum", momentum))
+        model.load_head_state(load_file(str(folder / HEAD_FILE)))
+        return model
+    if score_type is None:
+        raise ValueError(f"{folder} is not a score model; say which score_type to start")
+    return ScoreModel(backbone, score_type, normalizer, momentum)

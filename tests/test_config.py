@@ -1,0 +1,110 @@
+"""Config loading: YAML + dotlist overrides + interpolation, and every class of user error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from beaver.config import PPOConfig, ScoreConfig, SFTConfig, load_config
+from beaver.config.loader import all_paths, suggest_key
+from beaver.errors import UserError
+
+TOY_SFT = Path(__file__).parents[1] / "configs" / "toy" / "sft.yaml"
+
+
+def test_yaml_and_overrides_merge() -> None:
+    cfg = load_config(SFTConfig, TOY_SFT, ["optim.lr=1e-4", "train.epochs=7", "deepspeed.zero_stage=2"])
+    assert cfg.optim.lr == pytest.approx(1e-4)
+    assert cfg.train.epochs == 7
+    assert cfg.deepspeed.zero_stage == 2
+    assert cfg.model.name_or_path == "output/toyworld/model"  # untouched keys keep the file's value
+
+
+def test_interpolation_resolves(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("output_dir: out/${model.name_or_path}\nmodel: {name_or_path: tiny}\ndata: {train: [x]}\n")
+    assert load_config(SFTConfig, f).output_dir == "out/tiny"
+
+
+def test_overrides_alone_build_a_config() -> None:
+    cfg = load_config(SFTConfig, None, ["output_dir=o", "model.name_or_path=m", "data.train=[a,b]"])
+    assert cfg.data.train == ["a", "b"]
+
+
+def _error(schema, path, overrides) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(UserError) as info:
+        load_config(schema, path, overrides)
+    return str(info.value)
+
+
+def test_bad_value_names_path_value_and_type() -> None:
+    msg = _error(SFTConfig, TOY_SFT, ["optim.lr=abc"])
+    assert "`optim.lr`" in msg and "'abc'" in msg and "float" in msg and str(TOY_SFT) in msg
+
+
+def test_typo_top_level_suggests() -> None:
+    msg = _error(SFTConfig, TOY_SFT, ["trian.epochs=3"])
+    assert "unknown key `trian`" in msg and "did you mean `train`?" in msg
+
+
+def test_typo_nested_suggests_sibling() -> None:
+    msg = _error(SFTConfig, TOY_SFT, ["optim.lrr=0.1"])
+    assert "unknown key `optim.lrr`" in msg and "did you mean `optim.lr`?" in msg
+
+
+def test_key_in_wrong_section_suggests_its_home() -> None:
+    assert suggest_key(SFTConfig, ["train", "lr"]) == "optim.lr"
+
+
+def test_missing_required_key_is_named() -> None:
+    msg = _error(SFTConfig, None, ["output_dir=o", "data.train=[a]"])
+    assert "missing required key `model`" in msg
+
+
+def test_cross_field_checks() -> None:
+    msg = _error(SFTConfig, TOY_SFT, ["deepspeed.offload=parameter", "deepspeed.zero_stage=2"])
+    assert "needs zero_stage=3" in msg
+    msg = _error(PPOConfig, None, ["output_dir=o", "actor.name_or_path=a",
+                                   "reward_model.name_or_path=r", "data.train=[p]",
+                                   "algorithm=ppo-lag"])
+    assert "needs cost_model" in msg
+    msg = _error(PPOConfig, None, ["output_dir=o", "actor.name_or_path=a",
+                                   "reward_model.name_or_path=r", "data.train=[p]",
+                                   "lagrange.lambda_max=0.5"])
+    assert "lambda_max" in msg
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [("a: [1, 2\n", "not valid YAML"), ("- 1\n- 2\n", "must hold a mapping")],
+)
+def test_broken_files(tmp_path: Path, content: str, needle: str) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(content)
+    assert needle in _error(SFTConfig, f, [])
+    assert str(f) in _error(SFTConfig, f, [])
+
+
+def test_missing_file_and_bad_override_syntax(tmp_path: Path) -> None:
+    assert "not found" in _error(SFTConfig, tmp_path / "nope.yaml", [])
+    assert "key.sub=value" in _error(SFTConfig, TOY_SFT, ["optim.lr"])
+    assert "key.sub=value" in _error(SFTConfig, TOY_SFT, ["optim..lr=1"])
+
+
+def test_bad_interpolation(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("output_dir: ${nowhere.key}\n")
+    assert "interpolation" in _error(SFTConfig, f, [])
+
+
+def test_every_field_is_documented() -> None:
+    for schema in (SFTConfig, ScoreConfig, PPOConfig):
+        for path in all_paths(schema):
+            parent_path, _, leaf = path.rpartition(".")
+            owner = schema
+            for part in parent_path.split(".") if parent_path else []:
+                from beaver.config.loader import _model_of
+
+                owner = _model_of(owner.model_fields[part].annotation)  # type: ignore[assignment]
+            assert owner.model_fields[leaf].description, f"{schema.__name__}.{path} has no docstring"
