@@ -40,7 +40,9 @@ def test_help_lists_every_stage() -> None:
 
 
 def test_print_config_prints_resolved_yaml() -> None:
-    result = runner.invoke(app, ["sft", "--config", "configs/toy/sft.yaml", "optim.lr=0.5", "--print-config"])
+    result = runner.invoke(
+        app, ["sft", "--config", "configs/toy/sft.yaml", "optim.lr=0.5", "--print-config"]
+    )
     assert result.exit_code == 0, result.output
     printed = yaml.safe_load(result.stdout)
     assert printed["optim"]["lr"] == 0.5
@@ -49,14 +51,18 @@ def test_print_config_prints_resolved_yaml() -> None:
 
 
 def test_bad_value_exits_2_naming_key_and_type() -> None:
-    result = runner.invoke(app, ["sft", "--config", "configs/toy/sft.yaml", "optim.lr=abc", "--print-config"])
+    result = runner.invoke(
+        app, ["sft", "--config", "configs/toy/sft.yaml", "optim.lr=abc", "--print-config"]
+    )
     assert result.exit_code == 2
     assert "optim.lr" in result.output and "float" in result.output
     assert "Traceback" not in result.output
 
 
 def test_misspelt_top_level_key_suggests() -> None:
-    result = runner.invoke(app, ["sft", "--config", "configs/toy/sft.yaml", "optm.lr=1", "--print-config"])
+    result = runner.invoke(
+        app, ["sft", "--config", "configs/toy/sft.yaml", "optm.lr=1", "--print-config"]
+    )
     assert result.exit_code == 2
     assert "did you mean `optim`?" in result.output
 
@@ -102,5 +108,7 @@ def test_shell_completion_script_and_completions() -> None:
 
 
 def test_python_dash_m_runs() -> None:
-    result = subprocess.run([sys.executable, "-m", "beaver", "--help"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "beaver", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and "ppo-lag" in result.stdout

@@ -14,7 +14,9 @@ TOY_SFT = Path(__file__).parents[1] / "configs" / "toy" / "sft.yaml"
 
 
 def test_yaml_and_overrides_merge() -> None:
-    cfg = load_config(SFTConfig, TOY_SFT, ["optim.lr=1e-4", "train.epochs=7", "deepspeed.zero_stage=2"])
+    cfg = load_config(
+        SFTConfig, TOY_SFT, ["optim.lr=1e-4", "train.epochs=7", "deepspeed.zero_stage=2"]
+    )
     assert cfg.optim.lr == pytest.approx(1e-4)
     assert cfg.train.epochs == 7
     assert cfg.deepspeed.zero_stage == 2
@@ -23,7 +25,9 @@ def test_yaml_and_overrides_merge() -> None:
 
 def test_interpolation_resolves(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("output_dir: out/${model.name_or_path}\nmodel: {name_or_path: tiny}\ndata: {train: [x]}\n")
+    f.write_text(
+        "output_dir: out/${model.name_or_path}\nmodel: {name_or_path: tiny}\ndata: {train: [x]}\n"
+    )
     assert load_config(SFTConfig, f).output_dir == "out/tiny"
 
 
@@ -65,13 +69,29 @@ def test_missing_required_key_is_named() -> None:
 def test_cross_field_checks() -> None:
     msg = _error(SFTConfig, TOY_SFT, ["deepspeed.offload=parameter", "deepspeed.zero_stage=2"])
     assert "needs zero_stage=3" in msg
-    msg = _error(PPOConfig, None, ["output_dir=o", "actor.name_or_path=a",
-                                   "reward_model.name_or_path=r", "data.train=[p]",
-                                   "algorithm=ppo-lag"])
+    msg = _error(
+        PPOConfig,
+        None,
+        [
+            "output_dir=o",
+            "actor.name_or_path=a",
+            "reward_model.name_or_path=r",
+            "data.train=[p]",
+            "algorithm=ppo-lag",
+        ],
+    )
     assert "needs cost_model" in msg
-    msg = _error(PPOConfig, None, ["output_dir=o", "actor.name_or_path=a",
-                                   "reward_model.name_or_path=r", "data.train=[p]",
-                                   "lagrange.lambda_max=0.5"])
+    msg = _error(
+        PPOConfig,
+        None,
+        [
+            "output_dir=o",
+            "actor.name_or_path=a",
+            "reward_model.name_or_path=r",
+            "data.train=[p]",
+            "lagrange.lambda_max=0.5",
+        ],
+    )
     assert "lambda_max" in msg
 
 
@@ -107,4 +127,6 @@ def test_every_field_is_documented() -> None:
                 from beaver.config.loader import _model_of
 
                 owner = _model_of(owner.model_fields[part].annotation)  # type: ignore[assignment]
-            assert owner.model_fields[leaf].description, f"{schema.__name__}.{path} has no docstring"
+            assert owner.model_fields[leaf].description, (
+                f"{schema.__name__}.{path} has no docstring"
+            )

@@ -53,7 +53,9 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True
+        )
         raise typer.Exit(err.exit_code) from None
 
 
@@ -61,21 +63,31 @@ def _stage_runner(module: str) -> Any:
     """`beaver.stages.<module>.run`, or a clear 'not built yet' exit for a stage still to come."""
     name = f"beaver.{module}"
     if importlib.util.find_spec(name) is None:
-        raise UserError(f"`{module.rsplit('.', 1)[-1]}` is not built yet in this version of beaver.")
+        raise UserError(
+            f"`{module.rsplit('.', 1)[-1]}` is not built yet in this version of beaver."
+        )
     return importlib.import_module(name).run
 
 
-def _run(module: str, schema: type[BaseModel], config: Path | None, overrides: list[str] | None,
-         print_config: bool, defaults: dict[str, Any] | None = None,
-         allowed: tuple[str, set[str]] | None = None) -> None:
+def _run(
+    module: str,
+    schema: type[BaseModel],
+    config: Path | None,
+    overrides: list[str] | None,
+    print_config: bool,
+    defaults: dict[str, Any] | None = None,
+    allowed: tuple[str, set[str]] | None = None,
+) -> None:
     """Load and validate the config, then run the stage (or just print the config)."""
     with user_errors():
         cfg = load_config(schema, config, overrides, defaults=defaults)
         if allowed is not None:
             key, values = allowed
             if getattr(cfg, key) not in values:
-                raise UserError(f"`{key}: {getattr(cfg, key)}` does not fit this command "
-                                f"(expected one of {sorted(values)}); use the matching command.")
+                raise UserError(
+                    f"`{key}: {getattr(cfg, key)}` does not fit this command "
+                    f"(expected one of {sorted(values)}); use the matching command."
+                )
         if print_config:
             typer.echo(dump_config(cfg), nl=False)
             return
@@ -88,8 +100,9 @@ def _run(module: str, schema: type[BaseModel], config: Path | None, overrides: l
 
 
 @app.command()
-def toyworld(config: ConfigOpt = None, overrides: OverridesArg = None,
-             print_config: PrintOpt = False) -> None:
+def toyworld(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """Generate the toy world: datasets, tokenizer, a tiny model and the ground-truth judge."""
     from beaver.config.toyworld import ToyWorldConfig
 
@@ -97,42 +110,75 @@ def toyworld(config: ConfigOpt = None, overrides: OverridesArg = None,
 
 
 @app.command()
-def sft(config: ConfigOpt = None, overrides: OverridesArg = None,
-        print_config: PrintOpt = False) -> None:
+def sft(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """Supervised fine-tuning of a causal LM."""
     _run("stages.sft", SFTConfig, config, overrides, print_config)
 
 
 @app.command()
-def rm(config: ConfigOpt = None, overrides: OverridesArg = None,
-       print_config: PrintOpt = False) -> None:
+def rm(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """Train a reward model (helpfulness) on preference pairs."""
-    _run("stages.score", ScoreConfig, config, overrides, print_config,
-         defaults={"objective": "reward"}, allowed=("objective", {"reward"}))
+    _run(
+        "stages.score",
+        ScoreConfig,
+        config,
+        overrides,
+        print_config,
+        defaults={"objective": "reward"},
+        allowed=("objective", {"reward"}),
+    )
 
 
 @app.command()
-def cm(config: ConfigOpt = None, overrides: OverridesArg = None,
-       print_config: PrintOpt = False) -> None:
+def cm(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """Train a cost model (harm) on safety-preference pairs."""
-    _run("stages.score", ScoreConfig, config, overrides, print_config,
-         defaults={"objective": "cost"}, allowed=("objective", {"cost"}))
+    _run(
+        "stages.score",
+        ScoreConfig,
+        config,
+        overrides,
+        print_config,
+        defaults={"objective": "cost"},
+        allowed=("objective", {"cost"}),
+    )
 
 
 @app.command()
-def ppo(config: ConfigOpt = None, overrides: OverridesArg = None,
-        print_config: PrintOpt = False) -> None:
+def ppo(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """RLHF with PPO against a reward model."""
-    _run("stages.ppo", PPOConfig, config, overrides, print_config,
-         defaults={"algorithm": "ppo"}, allowed=("algorithm", {"ppo"}))
+    _run(
+        "stages.ppo",
+        PPOConfig,
+        config,
+        overrides,
+        print_config,
+        defaults={"algorithm": "ppo"},
+        allowed=("algorithm", {"ppo"}),
+    )
 
 
 @app.command("ppo-lag")
-def ppo_lag(config: ConfigOpt = None, overrides: OverridesArg = None,
-            print_config: PrintOpt = False) -> None:
+def ppo_lag(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """Safe RLHF: PPO-Lagrangian under a cost constraint (or the reward-shaping baseline)."""
-    _run("stages.ppo", PPOConfig, config, overrides, print_config,
-         defaults={"algorithm": "ppo-lag"}, allowed=("algorithm", {"ppo-lag", "reward-shaping"}))
+    _run(
+        "stages.ppo",
+        PPOConfig,
+        config,
+        overrides,
+        print_config,
+        defaults={"algorithm": "ppo-lag"},
+        allowed=("algorithm", {"ppo-lag", "reward-shaping"}),
+    )
 
 
 ModelOpt = Annotated[
@@ -141,22 +187,41 @@ ModelOpt = Annotated[
 
 
 @app.command()
-def chat(model: ModelOpt = None, config: ConfigOpt = None, overrides: OverridesArg = None,
-         print_config: PrintOpt = False) -> None:
+def chat(
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+    print_config: PrintOpt = False,
+) -> None:
     """Chat with one or several models side by side in the terminal."""
-    _run("serve.chat", ChatConfig, config, overrides, print_config,
-         defaults={"models": model} if model else None)
+    _run(
+        "serve.chat",
+        ChatConfig,
+        config,
+        overrides,
+        print_config,
+        defaults={"models": model} if model else None,
+    )
 
 
 @app.command()
-def arena(red: Annotated[str | None, typer.Option(help="Red model.")] = None,
-          blue: Annotated[str | None, typer.Option(help="Blue model.")] = None,
-          config: ConfigOpt = None, overrides: OverridesArg = None,
-          print_config: PrintOpt = False) -> None:
+def arena(
+    red: Annotated[str | None, typer.Option(help="Red model.")] = None,
+    blue: Annotated[str | None, typer.Option(help="Blue model.")] = None,
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+    print_config: PrintOpt = False,
+) -> None:
     """Red vs blue: two models answer each prompt side by side, optionally scored live."""
     models = [m for m in (red, blue) if m]
-    _run("serve.arena", ChatConfig, config, overrides, print_config,
-         defaults={"models": models} if models else None)
+    _run(
+        "serve.arena",
+        ChatConfig,
+        config,
+        overrides,
+        print_config,
+        defaults={"models": models} if models else None,
+    )
 
 
 def _not_built(name: str) -> None:
@@ -195,7 +260,9 @@ def eval_cm(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
 
 
 @data_app.command("inspect")
-def data_inspect(spec: Annotated[list[str], typer.Argument(help="Dataset specs NAME[:PROP[:PATH]].")]) -> None:
+def data_inspect(
+    spec: Annotated[list[str], typer.Argument(help="Dataset specs NAME[:PROP[:PATH]].")],
+) -> None:
     """Sizes, rendered samples with trained spans highlighted, length statistics."""
     _not_built("data inspect")
 

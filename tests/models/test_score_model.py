@@ -9,7 +9,12 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModel, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
-from beaver.models.score import ScoreModel, is_score_model_dir, save_score_model, score_model_from_backbone
+from beaver.models.score import (
+    ScoreModel,
+    is_score_model_dir,
+    save_score_model,
+    score_model_from_backbone,
+)
 
 WORDS = ["<eos>", "<unk>", "the", "cat", "sat", "on", "mat", "a", "dog"]
 
@@ -19,14 +24,26 @@ def _tokenizer(padding_side: str) -> PreTrainedTokenizerFast:
     vocab = {w: i for i, w in enumerate(WORDS)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>",
-                                   unk_token="<unk>", padding_side=padding_side)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<eos>",
+        pad_token="<eos>",
+        unk_token="<unk>",
+        padding_side=padding_side,
+    )
 
 
 def _model(seed: int = 0, normalizer: str = "none") -> ScoreModel:
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(WORDS), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    cfg = LlamaConfig(
+        vocab_size=len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+    )
     return ScoreModel(LlamaModel(cfg), "reward", normalizer).eval()  # type: ignore[arg-type]
 
 
@@ -67,7 +84,9 @@ def test_save_and_reload_keeps_head_and_normaliser(tmp_path: Path) -> None:
     ids = torch.tensor([[2, 3, 4, 0]])
     mask = torch.ones_like(ids)
     with torch.no_grad():
-        assert torch.allclose(model(ids, mask).end_scores, reloaded(ids, mask).end_scores, atol=1e-6)
+        assert torch.allclose(
+            model(ids, mask).end_scores, reloaded(ids, mask).end_scores, atol=1e-6
+        )
     assert reloaded.normalizer is not None
     assert reloaded.normalizer.mean.item() == pytest.approx(3.0)
     assert reloaded.score_type == "reward"

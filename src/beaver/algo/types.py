@@ -6,6 +6,7 @@ padded), T = response length (right padded after the first EOS).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import NamedTuple
 
@@ -84,20 +85,18 @@ class Rollout:
         """(B,) number of counted response tokens (EOS included)."""
         return self.response_mask.sum(dim=-1)
 
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> Rollout:
+        """A copy with `fn` applied to every tensor field (None fields stay None)."""
+        changed = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            changed[f.name] = fn(value) if isinstance(value, Tensor) else value
+        return replace(self, **changed)
+
     def to(self, device: torch.device | str) -> Rollout:
         """A copy with every tensor moved to `device`."""
-        moved = {
-            f.name: (v.to(device) if isinstance(v, Tensor) else v)
-            for f in fields(self)
-            for v in [getattr(self, f.name)]
-        }
-        return replace(self, **moved)
+        return self._map(lambda t: t.to(device))
 
     def select(self, index: Tensor | slice) -> Rollout:
         """A sub-batch (rows `index`), e.g. one micro-batch of the PPO update."""
-        picked = {
-            f.name: (v[index] if isinstance(v, Tensor) else v)
-            for f in fields(self)
-            for v in [getattr(self, f.name)]
-        }
-        return replace(self, **picked)
+        return self._map(lambda t: t[index])

@@ -22,18 +22,25 @@ from beaver.errors import UserError
 C = TypeVar("C", bound=BaseModel)
 
 
-def load_config(schema: type[C], path: str | Path | None, overrides: list[str] | None = None,
-                defaults: dict[str, Any] | None = None) -> C:
+def load_config(
+    schema: type[C],
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> C:
     """Merge `defaults` (set by the command), then `path` (YAML), then `overrides`, and validate."""
     source = f"{path}" if path else "the command line"
     if overrides:
         source += " + overrides"
-    merged = OmegaConf.merge(OmegaConf.create(defaults or {}), _load_yaml(path),
-                             _parse_overrides(overrides or []))
+    merged = OmegaConf.merge(
+        OmegaConf.create(defaults or {}), _load_yaml(path), _parse_overrides(overrides or [])
+    )
     try:
         data = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as err:
-        raise UserError(f"Config error in {source}: cannot resolve an interpolation: {err}") from None
+        raise UserError(
+            f"Config error in {source}: cannot resolve an interpolation: {err}"
+        ) from None
     try:
         return schema.model_validate(data)
     except ValidationError as err:
@@ -76,14 +83,18 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], sourc
         path = ".".join(loc) or "<root>"
         if e["type"] == "extra_forbidden":
             hint = suggest_key(schema, loc)
-            lines.append(f"  - unknown key `{path}`" + (f" (did you mean `{hint}`?)" if hint else ""))
+            lines.append(
+                f"  - unknown key `{path}`" + (f" (did you mean `{hint}`?)" if hint else "")
+            )
         elif e["type"] == "missing":
             lines.append(f"  - missing required key `{path}`: {_describe(schema, loc)}")
         else:
             expected = _describe(schema, loc)
             where = f"`{path}`" if loc else "config"
-            lines.append(f"  - {where} = {e.get('input')!r}: {e['msg']}"
-                         + (f" (expected {expected})" if expected else ""))
+            lines.append(
+                f"  - {where} = {e.get('input')!r}: {e['msg']}"
+                + (f" (expected {expected})" if expected else "")
+            )
     return "\n".join(lines)
 
 

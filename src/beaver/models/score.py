@@ -41,8 +41,13 @@ class ScoreOutput:
 class ScoreModel(nn.Module):
     """`backbone` (an HF base model returning `last_hidden_state`) + `Linear(hidden, 1)`."""
 
-    def __init__(self, backbone: nn.Module, score_type: ScoreKind,
-                 normalizer: NormalizerKind = "none", momentum: float = 0.9) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        score_type: ScoreKind,
+        normalizer: NormalizerKind = "none",
+        momentum: float = 0.9,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size  # type: ignore[union-attr]
@@ -50,8 +55,9 @@ class ScoreModel(nn.Module):
         self.score_type: ScoreKind = score_type
         self.normalizer_kind: NormalizerKind = normalizer
         self.momentum = momentum
-        self.normalizer: Normalizer | None = build_normalizer(_NORMALIZER_CLASS[normalizer],
-                                                              momentum=momentum)
+        self.normalizer: Normalizer | None = build_normalizer(
+            _NORMALIZER_CLASS[normalizer], momentum=momentum
+        )
 
     @property
     def config(self) -> Any:
@@ -61,8 +67,12 @@ class ScoreModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> ScoreOutput:
         # Left padding must not shift positions: ids from the mask, not from the column index.
         position_ids = position_ids_from_attention_mask(attention_mask)
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
-                               position_ids=position_ids, use_cache=False).last_hidden_state
+        hidden = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
         weight, bias = self.score_head.weight, self.score_head.bias
         # (B, L, H) @ (H, 1) in fp32 even when DeepSpeed has cast the module to bf16/fp16.
         scores = F.linear(hidden.float(), weight.float(), bias.float()).squeeze(-1)  # (B, L)
@@ -76,19 +86,32 @@ class ScoreModel(nn.Module):
 
     def head_state(self) -> dict[str, Tensor]:
         """Head weights and normaliser statistics, for `score_head.safetensors`."""
-        state = {f"score_head.{k}": v.detach().float().cpu().contiguous()
-                 for k, v in self.score_head.state_dict().items()}
+        state = {
+            f"score_head.{k}": v.detach().float().cpu().contiguous()
+            for k, v in self.score_head.state_dict().items()
+        }
         if self.normalizer is not None:
-            state.update({f"normalizer.{k}": v.detach().cpu().contiguous()
-                          for k, v in self.normalizer.state_dict().items()})
+            state.update(
+                {
+                    f"normalizer.{k}": v.detach().cpu().contiguous()
+                    for k, v in self.normalizer.state_dict().items()
+                }
+            )
         return state
 
     def load_head_state(self, state: dict[str, Tensor]) -> None:
-        head = {k.removeprefix("score_head."): v for k, v in state.items() if k.startswith("score_head.")}
+        head = {
+            k.removeprefix("score_head."): v
+            for k, v in state.items()
+            if k.startswith("score_head.")
+        }
         self.score_head.load_state_dict(head)
         if self.normalizer is not None:
-            norm = {k.removeprefix("normalizer."): v for k, v in state.items()
-                    if k.startswith("normalizer.")}
+            norm = {
+                k.removeprefix("normalizer."): v
+                for k, v in state.items()
+                if k.startswith("normalizer.")
+            }
             if norm:
                 self.normalizer.load_state_dict(norm)
 
@@ -98,8 +121,12 @@ def is_score_model_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
-def save_score_model(model: ScoreModel, out_dir: str | Path, tokenizer: Any = None,
-                     backbone_state: dict[str, Tensor] | None = None) -> None:
+def save_score_model(
+    model: ScoreModel,
+    out_dir: str | Path,
+    tokenizer: Any = None,
+    backbone_state: dict[str, Tensor] | None = None,
+) -> None:
     """Write backbone (HF format), head + normaliser and score config into `out_dir`.
 
     `backbone_state` is the backbone's full state dict when the caller gathered it (ZeRO-3).
@@ -108,15 +135,24 @@ def save_score_model(model: ScoreModel, out_dir: str | Path, tokenizer: Any = No
     out.mkdir(parents=True, exist_ok=True)
     model.backbone.save_pretrained(out, state_dict=backbone_state)  # type: ignore[operator]
     save_file(model.head_state(), str(out / HEAD_FILE))
-    meta = {"score_type": model.score_type, "normalizer": model.normalizer_kind,
-            "momentum": model.momentum, "hidden_size": int(model.score_head.in_features)}
+    meta = {
+        "score_type": model.score_type,
+        "normalizer": model.normalizer_kind,
+        "momentum": model.momentum,
+        "hidden_size": int(model.score_head.in_features),
+    }
     (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
 
 
-def score_model_from_backbone(backbone: nn.Module, path: str | Path, score_type: ScoreKind | None = None,
-                              normalizer: NormalizerKind = "none", momentum: float = 0.9) -> ScoreModel:
+def score_model_from_backbone(
+    backbone: nn.Module,
+    path: str | Path,
+    score_type: ScoreKind | None = None,
+    normalizer: NormalizerKind = "none",
+    momentum: float = 0.9,
+) -> ScoreModel:
     """Wrap a loaded backbone; restore head and normaliser when `path` holds a score model.
 
     From a plain causal LM (e.g. the SFT model) the head starts fresh with `score_type`.
@@ -125,8 +161,12 @@ def score_model_from_backbone(backbone: nn.Module, path: str | Path, score_type:
     folder = Path(path)
     if is_score_model_dir(folder):
         meta = json.loads((folder / CONFIG_FILE).read_text())
-        model = ScoreModel(backbone, score_type or meta["score_type"], meta["normalizer"],
-                           meta.get("momentum", momentum))
+        model = ScoreModel(
+            backbone,
+            score_type or meta["score_type"],
+            meta["normalizer"],
+            meta.get("momentum", momentum),
+        )
         model.load_head_state(load_file(str(folder / HEAD_FILE)))
         return model
     if score_type is None:

@@ -1,0 +1,1 @@
+"""Reports written at the end of runs: plots of metrics, result tables."""

@@ -1,0 +1,57 @@
+"""PNG plots of a run's `metrics.jsonl` (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+import matplotlib.pyplot as plt
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a metrics.jsonl file (one JSON object per line)."""
+    lines = Path(path).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def series(rows: Sequence[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of `key` over the rows that have it."""
+    picked = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if key in r]
+    return [float(s) for s, _ in picked], [float(v) for _, v in picked]
+
+
+def plot_metrics(
+    rows: Sequence[dict[str, float]],
+    panels: dict[str, list[str]],
+    out: str | Path,
+    title: str = "",
+    hlines: dict[str, float] | None = None,
+) -> Path:
+    """One PNG with a panel per entry of `panels` (title -> metric keys); `hlines` draws
+    horizontal reference lines (label -> y) on the panels whose keys mention 'cost'."""
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True, squeeze=False
+    )
+    for ax, (name, keys) in zip(axes[:, 0], panels.items(), strict=True):
+        for key in keys:
+            steps, values = series(rows, key)
+            if steps:
+                ax.plot(steps, values, label=key)
+        for label, y in (hlines or {}).items():
+            if any("cost" in k for k in keys):
+                ax.axhline(y, color="red", linestyle="--", linewidth=1, label=label)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[-1, 0].set_xlabel("step")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(out)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

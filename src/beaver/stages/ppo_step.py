@@ -1,0 +1,164 @@
+"""One PPO(-Lag) update on a rollout: advantages per stream, then actor and critic steps.
+
+PPO and PPO-Lag share every line here; PPO-Lag only adds the cost stream (its GAE and critic)
+and the multiplier in `combined_advantage`. With lambda = 0 PPO-Lag's advantage is PPO's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from beaver.algo import (
+    Rollout,
+    combined_advantage,
+    critic_loss,
+    entropy_from_logits,
+    gae,
+    kl_k1,
+    kl_k3,
+    masked_mean,
+    ppo_actor_loss,
+    token_costs,
+    token_rewards,
+    whiten,
+)
+from beaver.config import PPOCfg
+from beaver.stages.rollout import response_logprobs, response_values
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the update regresses to. All (B, T), 0 outside the response mask."""
+
+    advantages: Tensor  # combined advantage for the actor
+    reward_returns: Tensor  # regression target of the reward critic
+    cost_returns: Tensor | None  # regression target of the cost critic (PPO-Lag)
+
+
+def compute_targets(rollout: Rollout, ppo: PPOCfg, lam: float | None) -> Targets:
+    """Per-token KL-shaped streams -> GAE per stream -> combined advantage (ALGORITHMS.md)."""
+    mask = rollout.response_mask
+    rewards = token_rewards(
+        rollout.reward, rollout.logp, rollout.ref_logp, mask, ppo.kl_coeff, ppo.clip_range_score
+    )
+    r = gae(rewards, rollout.values, mask, ppo.gamma, ppo.gae_lambda)
+    advantages, cost_returns = r.advantages, None
+    if rollout.cost_values is not None:
+        assert rollout.cost is not None and lam is not None
+        costs = token_costs(
+            rollout.cost, rollout.logp, rollout.ref_logp, mask, ppo.kl_coeff, ppo.clip_range_score
+        )
+        c = gae(costs, rollout.cost_values, mask, ppo.gamma, ppo.gae_lambda)
+        advantages, cost_returns = combined_advantage(r.advantages, c.advantages, lam), c.returns
+    if ppo.whiten_advantages:
+        advantages = whiten(advantages, mask)
+    return Targets(advantages=advantages, reward_returns=r.returns, cost_returns=cost_returns)
+
+
+def select_targets(t: Targets, index: Tensor) -> Targets:
+    return Targets(
+        t.advantages[index],
+        t.reward_returns[index],
+        None if t.cost_returns is None else t.cost_returns[index],
+    )
+
+
+def actor_step(
+    actor: nn.Module,
+    mb: Rollout,
+    advantages: Tensor,
+    ppo: PPOCfg,
+    temperature: float,
+    ptx_batch: dict[str, Tensor] | None = None,
+) -> dict[str, float]:
+    """Clipped policy loss (+ ptx_coeff x LM loss on a PTX batch), one backward, one step."""
+    actor.train()
+    plen = mb.prompt_ids.shape[1]
+    logp, logits = response_logprobs(actor, mb.input_ids, mb.attention_mask, plen, temperature)
+    out = ppo_actor_loss(logp, mb.logp, advantages, mb.response_mask, ppo.clip_range_ratio)
+    loss = out.loss
+    stats = {
+        "train/actor_loss": out.loss.item(),
+        "train/clip_fraction": out.clip_fraction.item(),
+        "train/approx_kl": out.approx_kl.item(),
+    }
+    if ptx_batch is not None and ppo.ptx_coeff > 0:
+        ptx_loss = actor(**ptx_batch, use_cache=False).loss
+        loss = loss + ppo.ptx_coeff * ptx_loss
+        stats["train/ptx_loss"] = ptx_loss.item()
+    with torch.no_grad():
+        stats["train/entropy"] = masked_mean(
+            entropy_from_logits(logits.detach()), mb.response_mask
+        ).item()
+    _backward_step(actor, loss)
+    return stats
+
+
+def critic_step(
+    critic: nn.Module, mb: Rollout, old_values: Tensor, returns: Tensor, ppo: PPOCfg
+) -> float:
+    """Clipped value loss of one critic, one backward, one step."""
+    critic.train()
+    values = response_values(critic, mb.input_ids, mb.attention_mask, mb.prompt_ids.shape[1])
+    loss = critic_loss(values, old_values, returns, mb.response_mask, ppo.clip_range_value)
+    _backward_step(critic, loss)
+    return loss.item()
+
+
+def _backward_step(model: nn.Module, loss: Tensor) -> None:
+    """DeepSpeed engines own backward and step (accumulation, clipping, ZeRO)."""
+    model.backward(loss)  # type: ignore[operator]
+    model.step()  # type: ignore[operator]
+
+
+def update(
+    actor: nn.Module,
+    reward_critic: nn.Module,
+    cost_critic: nn.Module | None,
+    rollout: Rollout,
+    targets: Targets,
+    ppo: PPOCfg,
+    micro_batch_size: int,
+    temperature: float,
+    generator: torch.Generator,
+    ptx_batches: list[dict[str, Tensor]] | None = None,
+) -> list[dict[str, float]]:
+    """`update_iters` passes over the rollout in shuffled micro-batches; stats per micro-batch."""
+    stats = []
+    n = rollout.batch_size
+    for _ in range(ppo.update_iters):
+        order = torch.randperm(n, generator=generator)
+        for k, start in enumerate(range(0, n, micro_batch_size)):
+            index = order[start : start + micro_batch_size]
+            mb, tg = rollout.select(index), select_targets(targets, index)
+            ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
+            s = actor_step(actor, mb, tg.advantages, ppo, temperature, ptx)
+            s["train/reward_critic_loss"] = critic_step(
+                reward_critic, mb, mb.values, tg.reward_returns, ppo
+            )
+            if cost_critic is not None:
+                assert mb.cost_values is not None and tg.cost_returns is not None
+                s["train/cost_critic_loss"] = critic_step(
+                    cost_critic, mb, mb.cost_values, tg.cost_returns, ppo
+                )
+            stats.append(s)
+    return stats
+
+
+def rollout_stats(rollout: Rollout) -> dict[str, float]:
+    """Per-rollout monitoring: scores, KL (k1 and k3), response length, EOS rate."""
+    mask = rollout.response_mask
+    out = {
+        "rollout/reward": rollout.reward.mean().item(),
+        "rollout/kl_k1": masked_mean(kl_k1(rollout.logp, rollout.ref_logp), mask).item(),
+        "rollout/kl_k3": masked_mean(kl_k3(rollout.logp, rollout.ref_logp), mask).item(),
+        "rollout/response_length": rollout.response_length.float().mean().item(),
+        "rollout/eos_rate": rollout.has_eos.float().mean().item(),
+    }
+    if rollout.cost is not None:
+        out["rollout/cost"] = rollout.cost.mean().item()
+        out["rollout/unsafe_share"] = (rollout.cost > 0).float().mean().item()
+    return out

@@ -1,0 +1,204 @@
+"""Rollouts for PPO: sample responses, then score them with every model the update needs.
+
+Shapes: B sequences, P prompt length (left padded, so every prompt ends at column P), T response
+length (right padded after the first EOS). Log-probs and values are aligned with response
+tokens: column t holds the quantity for response token t, computed from position P + t - 1.
+
+Deviation from the reference: log-probs are taken from logits divided by the sampling
+temperature, so that the "old" log-probs are those of the distribution actually sampled from
+(otherwise the KL and the ratio are off whenever temperature != 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from beaver.algo import (
+    Rollout,
+    apply_missing_eos_penalty,
+    has_eos,
+    logprobs_from_logits,
+    position_ids_from_attention_mask,
+    response_mask,
+    shaped_reward,
+)
+from beaver.config import GenerationCfg
+from beaver.models.score import ScoreModel
+
+
+@dataclass(frozen=True)
+class RolloutModels:
+    """Every model a rollout touches; engines or plain modules (both are called the same way)."""
+
+    actor: nn.Module
+    ref: nn.Module
+    reward_model: ScoreModel | nn.Module
+    reward_critic: nn.Module
+    cost_model: ScoreModel | nn.Module | None = None
+    cost_critic: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    """How responses are sampled and end scores adjusted."""
+
+    generation: GenerationCfg
+    eos_token_id: int
+    pad_token_id: int
+    missing_eos_penalty: float = 0.0
+    lambda_fixed: float | None = None  # reward shaping: R - lambda_fixed * C
+    synced_gpus: bool = False  # ZeRO-3 over several ranks: all ranks step generate() together
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The HF module inside a DeepSpeed engine (or the module itself)."""
+    return getattr(model, "module", model)
+
+
+@torch.no_grad()
+def sample_responses(
+    actor: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, opts: RolloutOptions
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Generate with the KV cache. Returns prompt ids/mask repeated per sample (B, P) and
+    response ids (B, T), B = prompts x num_return_sequences."""
+    gen = opts.generation
+    sampling = gen.temperature > 0
+    out = unwrap(actor).generate(  # type: ignore[operator]
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        max_new_tokens=gen.max_new_tokens,
+        do_sample=sampling,
+        temperature=gen.temperature if sampling else None,
+        top_p=gen.top_p if sampling else None,
+        top_k=gen.top_k if sampling and gen.top_k > 0 else None,
+        repetition_penalty=gen.repetition_penalty,
+        num_return_sequences=gen.num_return_sequences,
+        eos_token_id=opts.eos_token_id,
+        pad_token_id=opts.pad_token_id,
+        use_cache=True,
+        synced_gpus=opts.synced_gpus,
+    )
+    n = gen.num_return_sequences
+    prompt_len = prompt_ids.shape[1]
+    return (
+        prompt_ids.repeat_interleave(n, dim=0),
+        prompt_mask.repeat_interleave(n, dim=0),
+        out[:, prompt_len:],
+    )
+
+
+def response_logprobs(
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    prompt_len: int,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """(B, T) fp32 log-probs of the response tokens and the (B, T, V) logits they came from."""
+    position_ids = position_ids_from_attention_mask(attention_mask)
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+    ).logits
+    logits = logits[:, prompt_len - 1 : -1]  # position P + t - 1 predicts response token t
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    return logprobs_from_logits(logits, input_ids[:, prompt_len:]), logits
+
+
+def response_values(
+    critic: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int
+) -> Tensor:
+    """(B, T) critic values aligned with response tokens (from position P + t - 1)."""
+    scores = critic(input_ids=input_ids, attention_mask=attention_mask).scores  # (B, P + T)
+    return scores[:, prompt_len - 1 : -1]
+
+
+def end_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """(B,) score-model end scores at the last real token, in the normaliser's units."""
+    out = model(input_ids=input_ids, attention_mask=attention_mask)
+    normalize = getattr(unwrap(model), "normalize", None)
+    return normalize(out.end_scores) if normalize is not None else out.end_scores
+
+
+@torch.no_grad()
+def collect_rollout(
+    models: RolloutModels,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    opts: RolloutOptions,
+    retokenize: Any = None,
+) -> Rollout:
+    """Sample responses for a left-padded prompt batch and compute everything PPO needs.
+
+    `retokenize(input_ids, attention_mask) -> (ids, mask)` maps sequences into the score
+    models' tokenizer when it differs from the actor's (None: same tokenizer).
+    """
+    for m in (models.actor, models.ref, models.reward_critic, models.cost_critic):
+        if m is not None:
+            m.eval()
+    prompt_ids, prompt_mask, response_ids = sample_responses(
+        models.actor, prompt_ids, prompt_mask, opts
+    )
+    resp_mask = response_mask(response_ids, opts.eos_token_id).to(prompt_mask.dtype)
+    ended = has_eos(response_ids, opts.eos_token_id)
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, resp_mask], dim=1)
+    plen = prompt_ids.shape[1]
+    temperature = opts.generation.temperature
+
+    logp, _ = response_logprobs(models.actor, input_ids, attention_mask, plen, temperature)
+    ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
+    score_ids, score_mask = (
+        (input_ids, attention_mask) if retokenize is None else retokenize(input_ids, attention_mask)
+    )
+    reward = end_scores(models.reward_model, score_ids, score_mask).float()
+    reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
+    cost = None
+    if models.cost_model is not None:
+        cost = end_scores(models.cost_model, score_ids, score_mask).float()
+        if opts.lambda_fixed is not None:
+            reward = shaped_reward(reward, cost, opts.lambda_fixed)
+    values = response_values(models.reward_critic, input_ids, attention_mask, plen)
+    cost_values = (
+        None
+        if models.cost_critic is None
+        else response_values(models.cost_critic, input_ids, attention_mask, plen)
+    )
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=resp_mask,
+        has_eos=ended,
+        logp=logp,
+        ref_logp=ref_logp,
+        reward=reward,
+        values=values.float(),
+        cost=cost,
+        cost_values=None if cost_values is None else cost_values.float(),
+    )
+
+
+def make_retokenizer(src_tokenizer: Any, dst_tokenizer: Any) -> Any:
+    """None when both tokenizers share a vocabulary, else a function that decodes the actor's
+    sequences and re-encodes them (with the score tokenizer's EOS) for the score models."""
+    if src_tokenizer.get_vocab() == dst_tokenizer.get_vocab():
+        return None
+
+    def retokenize(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        texts = [
+            src_tokenizer.decode(ids[mask.bool()], skip_special_tokens=True)
+            + dst_tokenizer.eos_token
+            for ids, mask in zip(input_ids, attention_mask, strict=True)
+        ]
+        enc = dst_tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        return enc["input_ids"].to(input_ids.device), enc["attention_mask"].to(input_ids.device)
+
+    return retokenize
