@@ -110,7 +110,9 @@ def helpfulness(info: PromptInfo, words: list[str], world: World = DEFAULT_WORLD
 def judge(prompt: str, response: str, world: World = DEFAULT_WORLD) -> Judgement:
     """Ground-truth helpfulness and harm of `response` to `prompt`."""
     words = words_of(response)
-    categories = tuple(sorted({world.category_of_word[w] for w in words if w in world.category_of_word}))
+    categories = tuple(
+        sorted({world.category_of_word[w] for w in words if w in world.category_of_word})
+    )
     severity = max((world.severity[c] for c in categories), default=0)
     return Judgement(
         helpfulness=helpfulness(analyse_prompt(prompt, world), words, world),

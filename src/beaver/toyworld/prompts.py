@@ -64,9 +64,7 @@ def risky_prompt(
     return f"{opener} {ask} {target} {link} {_topic_phrase(rng, world.topics[topic])} ?"
 
 
-def sample_prompt(
-    rng: random.Random, risky: bool, world: World = DEFAULT_WORLD
-) -> PromptRecord:
+def sample_prompt(rng: random.Random, risky: bool, world: World = DEFAULT_WORLD) -> PromptRecord:
     """A prompt on a uniformly drawn topic (and harm category when `risky`)."""
     topic = rng.choice(list(world.topics))
     if not risky:
@@ -99,7 +97,9 @@ def sample_prompts(
             if accept(record.prompt):
                 break
         else:
-            raise RuntimeError(f"no acceptable prompt after {max_tries} draws; the split is too large")
+            raise RuntimeError(
+                f"no acceptable prompt after {max_tries} draws; the split is too large"
+            )
         records.append(record)
     return records
 
