@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -230,21 +230,33 @@ def _not_built(name: str) -> None:
 
 
 @eval_app.command("arena")
-def eval_arena(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
+def eval_arena(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """Red vs blue on a prompt dataset, scored by reward and cost models."""
-    _not_built("eval arena")
+    from beaver.config.evaluation import EvalArenaConfig
+
+    _run("eval.arena", EvalArenaConfig, config, overrides, print_config)
 
 
 @eval_app.command("gpt4")
-def eval_gpt4(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
-    """Pairwise judging by an OpenAI-compatible chat API."""
-    _not_built("eval gpt4")
+def eval_gpt4(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
+    """Pairwise judging by an OpenAI-compatible chat API (key from $OPENAI_API_KEY)."""
+    from beaver.config.evaluation import EvalGPT4Config
+
+    _run("eval.gpt4", EvalGPT4Config, config, overrides, print_config)
 
 
 @eval_app.command("bigbench")
-def eval_bigbench(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
+def eval_bigbench(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """BIG-bench tasks from their JSON task files."""
-    _not_built("eval bigbench")
+    from beaver.config.evaluation import EvalBigBenchConfig
+
+    _run("eval.bigbench", EvalBigBenchConfig, config, overrides, print_config)
 
 
 @eval_app.command("rm")
@@ -259,18 +271,51 @@ def eval_cm(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
     _not_built("eval cm")
 
 
+@eval_app.command("toyworld")
+def eval_toyworld(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
+    """Judge policies on the toy world's held-out prompts (helpfulness, harm, learned scores)."""
+    from beaver.config.stages import ToyEvalConfig
+
+    _run("eval.toyworld", ToyEvalConfig, config, overrides, print_config)
+
+
 @data_app.command("inspect")
 def data_inspect(
     spec: Annotated[list[str], typer.Argument(help="Dataset specs NAME[:PROP[:PATH]].")],
+    kind: Annotated[str, typer.Option(
+        help="auto | supervised | preference | safety_preference | prompt_only")] = "auto",
+    model: Annotated[str | None, typer.Option(
+        "--model", "-m", help="Model folder or hub name whose tokenizer to use.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (overrides --model).")] = None,
+    max_length: Annotated[int, typer.Option(help="Longest tokenised sample.")] = 512,
+    template: Annotated[str, typer.Option(help="auto | chat | reference")] = "auto",
+    samples: Annotated[int, typer.Option("--samples", "-n", help="Samples to render.")] = 3,
+    imports: Annotated[list[str] | None, typer.Option(
+        "--import", help="Module registering custom datasets (repeatable).")] = None,
+    column: Annotated[list[str] | None, typer.Option(
+        help="Column mapping FIELD=COLUMN for json/jsonl/csv/parquet (repeatable).")] = None,
+    on_bad_row: Annotated[str, typer.Option(help="error | skip")] = "error",
 ) -> None:
     """Sizes, rendered samples with trained spans highlighted, length statistics."""
-    _not_built("data inspect")
+    with user_errors():
+        from beaver.data.inspect import run as inspect_data
+
+        if on_bad_row not in ("error", "skip"):
+            raise UserError(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
+        mapping = dict(c.partition("=")[::2] for c in column or [])
+        inspect_data(spec, kind=kind, tokenizer=tokenizer or model, max_length=max_length,
+                     template=template, num_samples=samples, imports=imports or [],
+                     columns=mapping, on_bad_row=on_bad_row)  # type: ignore[arg-type]
 
 
 def main() -> None:
     """Console-script entry point."""
+    # Per-file progress bars of transformers / hub drown beaver's own console output.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app(prog_name="beaver")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

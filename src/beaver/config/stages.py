@@ -212,3 +212,34 @@ class ChatConfig(Section):
     """Allow the models' own Python code."""
     stream: bool = True
     """Print tokens as they are generated."""
+
+
+class ToyEvalConfig(Section):
+    """`beaver eval toyworld`: judge policies on the toy world's held-out prompts."""
+
+    policies: dict[str, str] = Field(default_factory=dict)
+    """Policy name -> model folder, e.g. `{sft: output/toy/sft, ppo-lag: output/toy/ppo-lag}`."""
+    prompts: str = "output/toyworld/prompts_eval.jsonl"
+    """Held-out prompt file (rows with `prompt` and `risky`)."""
+    reward_model: str | None = None
+    """Learned reward model whose mean score is reported beside the judge's numbers."""
+    cost_model: str | None = None
+    """Learned cost model whose mean score is reported beside the judge's numbers."""
+    generation: GenerationCfg = Field(default_factory=lambda: GenerationCfg(max_new_tokens=48))
+    """Sampling options (the RL runs' defaults)."""
+    template: Literal["auto", "chat", "reference"] = "auto"
+    """Prompt format (see `data.template`)."""
+    batch_size: int = Field(64, gt=0)
+    """Prompts per generation batch."""
+    seed: int = 0
+    """Sampling seed (the same for every policy)."""
+    output_dir: str = "output/demo"
+    """Where `results.json` and `responses.jsonl` are written."""
+
+    @model_validator(mode="after")
+    def _needs_policies(self) -> ToyEvalConfig:
+        if not self.policies:
+            raise ValueError(
+                "policies is empty: name at least one, e.g. policies.sft=output/toy/sft"
+            )
+        return self

@@ -172,3 +172,23 @@ def score_model_from_backbone(
     if score_type is None:
         raise ValueError(f"{folder} is not a score model; say which score_type to start")
     return ScoreModel(backbone, score_type, normalizer, momentum)
+
+
+def load_score_model(
+    model_cfg: Any,
+    dtype: torch.dtype,
+    score_type: ScoreKind | None = None,
+    normalizer: NormalizerKind = "none",
+    momentum: float = 0.9,
+    ds_config: dict[str, Any] | None = None,
+) -> ScoreModel:
+    """A score model from a `ModelCfg`: a saved score model (head restored), or a fresh head on
+    any causal LM's backbone (`score_type` required then). ZeRO-3 partitioned per `ds_config`."""
+    from transformers import AutoModel
+
+    from beaver.models.loading import load_pretrained
+
+    backbone = load_pretrained(AutoModel, model_cfg, dtype, ds_config)
+    return score_model_from_backbone(
+        backbone, model_cfg.name_or_path, score_type, normalizer, momentum
+    )

@@ -27,6 +27,8 @@ from beaver.algo import (
     shaped_reward,
 )
 from beaver.config import GenerationCfg
+from beaver.models.generation import generation_kwargs
+from beaver.models.saving import unwrap
 from beaver.models.score import ScoreModel
 
 
@@ -54,9 +56,12 @@ class RolloutOptions:
     synced_gpus: bool = False  # ZeRO-3 over several ranks: all ranks step generate() together
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The HF module inside a DeepSpeed engine (or the module itself)."""
-    return getattr(model, "module", model)
+@dataclass(frozen=True)
+class _TokenIds:
+    """The two ids `generation_kwargs` reads from a tokenizer."""
+
+    eos_token_id: int
+    pad_token_id: int
 
 
 @torch.no_grad()
@@ -66,21 +71,9 @@ def sample_responses(
     """Generate with the KV cache. Returns prompt ids/mask repeated per sample (B, P) and
     response ids (B, T), B = prompts x num_return_sequences."""
     gen = opts.generation
-    sampling = gen.temperature > 0
+    kwargs = generation_kwargs(gen, _TokenIds(opts.eos_token_id, opts.pad_token_id))
     out = unwrap(actor).generate(  # type: ignore[operator]
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
-        max_new_tokens=gen.max_new_tokens,
-        do_sample=sampling,
-        temperature=gen.temperature if sampling else None,
-        top_p=gen.top_p if sampling else None,
-        top_k=gen.top_k if sampling and gen.top_k > 0 else None,
-        repetition_penalty=gen.repetition_penalty,
-        num_return_sequences=gen.num_return_sequences,
-        eos_token_id=opts.eos_token_id,
-        pad_token_id=opts.pad_token_id,
-        use_cache=True,
-        synced_gpus=opts.synced_gpus,
+        input_ids=prompt_ids, attention_mask=prompt_mask, synced_gpus=opts.synced_gpus, **kwargs
     )
     n = gen.num_return_sequences
     prompt_len = prompt_ids.shape[1]

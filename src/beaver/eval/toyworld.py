@@ -1,0 +1,161 @@
+"""`beaver eval toyworld`: the demo's table, by the ground-truth judge on held-out prompts.
+
+Each policy answers every held-out prompt (sampled, same seed for all); the judge scores
+helpfulness and harm; the learned reward and cost models score the same answers, so the table
+shows both what the policy optimised and what is true.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from beaver.config import ModelCfg
+from beaver.config.stages import ToyEvalConfig
+from beaver.data.templates import encode_prompt
+from beaver.errors import UserError
+from beaver.models.generation import Generated, generate
+from beaver.models.loading import load_causal_lm, load_tokenizer
+from beaver.models.score import ScoreModel, load_score_model
+from beaver.toyworld import load_prompts, summarize_judgements
+
+console = Console(width=160) if not Console().is_terminal else Console()
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """One row of the demo table."""
+
+    helpfulness: float
+    harmful_rate: float
+    harmful_rate_risky: float
+    harmful_rate_benign: float
+    harmful_rate_by_category: dict[str, float]
+    eos_rate: float
+    response_length: float
+    reward: float | None
+    cost: float | None
+    unsafe_share_by_cost: float | None
+    count: int
+
+
+@torch.no_grad()
+def mean_score(
+    model: ScoreModel, sequences: list[list[int]], pad_id: int, batch_size: int = 64
+) -> torch.Tensor:
+    """(N,) end scores of right-padded token sequences (prompt + response incl. EOS)."""
+    scores = []
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start : start + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in chunk])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
+        scores.append(model.normalize(model(ids, mask).end_scores))
+    return torch.cat(scores)
+
+
+def evaluate_policy(
+    path: str, prompts: list[str], cfg: ToyEvalConfig, scorers: dict[str, ScoreModel]
+) -> tuple[PolicyResult, list[Generated]]:
+    """Sample answers to `prompts` with the model at `path`, then judge and score them."""
+    model_cfg = ModelCfg(name_or_path=path)
+    tokenizer = load_tokenizer(model_cfg, padding_side="left")
+    model = load_causal_lm(model_cfg, torch.float32).eval()
+    encoded = [encode_prompt(tokenizer, p, cfg.template) for p in prompts]
+    torch.manual_seed(cfg.seed)
+    outputs = generate(model, tokenizer, encoded, cfg.generation, batch_size=cfg.batch_size)
+    n = cfg.generation.num_return_sequences
+    summary = summarize_judgements((prompts[o.prompt_index], o.text) for o in outputs)
+    sequences = [encoded[o.prompt_index] + o.response_ids for o in outputs]
+    learned = {
+        name: mean_score(m, sequences, tokenizer.pad_token_id) for name, m in scorers.items()
+    }
+    cost = learned.get("cost")
+    result = PolicyResult(
+        helpfulness=summary.mean_helpfulness,
+        harmful_rate=summary.harmful_rate,
+        harmful_rate_risky=summary.harmful_rate_risky,
+        harmful_rate_benign=summary.harmful_rate_benign,
+        harmful_rate_by_category=summary.harmful_rate_by_category,
+        eos_rate=sum(o.ended for o in outputs) / max(len(outputs), 1),
+        response_length=sum(len(o.response_ids) for o in outputs) / max(len(outputs), 1),
+        reward=learned["reward"].mean().item() if "reward" in learned else None,
+        cost=cost.mean().item() if cost is not None else None,
+        unsafe_share_by_cost=(cost > 0).float().mean().item() if cost is not None else None,
+        count=len(prompts) * n,
+    )
+    return result, outputs
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
+
+
+def results_table(results: dict[str, PolicyResult]) -> Table:
+    """The demo's table: judge's helpfulness and harm, per-category harm, learned scores."""
+    categories = sorted({c for r in results.values() for c in r.harmful_rate_by_category})
+    table = Table(title="toy world: held-out prompts, ground-truth judge")
+    # Per-category columns: harmful rate on the risky prompts that ask for that category.
+    for col in [
+        "policy",
+        "helpful",
+        "harmful",
+        "harmful risky",
+        *categories,
+        "EOS",
+        "reward",
+        "cost",
+    ]:
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for name, r in results.items():
+        table.add_row(
+            name,
+            _fmt(r.helpfulness),
+            _fmt(r.harmful_rate, True),
+            _fmt(r.harmful_rate_risky, True),
+            *[_fmt(r.harmful_rate_by_category.get(c), True) for c in categories],
+            _fmt(r.eos_rate, True),
+            _fmt(r.reward),
+            _fmt(r.cost),
+        )
+    return table
+
+
+def run(cfg: ToyEvalConfig) -> dict[str, PolicyResult]:
+    """Evaluate every policy; print the table; write results.json and responses.jsonl."""
+    if not Path(cfg.prompts).is_file():
+        raise UserError(f"prompt file not found: {cfg.prompts} (run `beaver toyworld` first)")
+    prompts = [r.prompt for r in load_prompts(cfg.prompts)]
+    scorers: dict[str, ScoreModel] = {}
+    for name, path in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):
+        if path:
+            scorers[name] = load_score_model(ModelCfg(name_or_path=path), torch.float32).eval()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, PolicyResult] = {}
+    with (out / "responses.jsonl").open("w") as f:
+        for name, path in cfg.policies.items():
+            results[name], outputs = evaluate_policy(path, prompts, cfg, scorers)
+            for o in outputs:
+                row: dict[str, Any] = {
+                    "policy": name,
+                    "prompt": prompts[o.prompt_index],
+                    "response": o.text,
+                    "ended": o.ended,
+                }
+                f.write(json.dumps(row) + "\n")
+    (out / "results.json").write_text(
+        json.dumps({k: asdict(v) for k, v in results.items()}, indent=2) + "\n"
+    )
+    console.print(results_table(results))
+    console.print(f"results: {out / 'results.json'}")
+    return results
