@@ -85,9 +85,14 @@ class ScoreConfig(TrainStage):
     """Loss and normaliser of the score model."""
 
     @model_validator(mode="after")
-    def _needs_data(self) -> ScoreConfig:
+    def _check(self) -> ScoreConfig:
         if not self.data.train:
             raise ValueError("data.train is empty: name at least one dataset spec")
+        if self.objective == "cost" and self.score.loss_type != "sequence":
+            raise ValueError(
+                "score.loss_type=token is for reward models; the cost loss is "
+                "sequence-wise (pairwise and sign terms on end scores)"
+            )
         return self
 
 
@@ -133,6 +138,8 @@ class LagrangeCfg(Section):
     target_unsafe_share: float | None = Field(None, gt=0.0, lt=1.0)
     """State the constraint as a share of unsafe responses instead: the threshold is calibrated
     from the cost model's scores on rollouts of the initial policy (overrides `threshold`)."""
+    calibration_batches: int = Field(4, gt=0)
+    """Prompt batches of the initial policy scored to calibrate the threshold."""
     lambda_init: float = Field(1.0, gt=0.0)
     """Initial multiplier."""
     lambda_lr: float = Field(0.1, ge=0.0)
@@ -242,4 +249,23 @@ class ToyEvalConfig(Section):
             raise ValueError(
                 "policies is empty: name at least one, e.g. policies.sft=output/toy/sft"
             )
+        return self
+
+
+class ScoreEvalConfig(Section):
+    """`beaver eval rm` / `beaver eval cm`: score a (safety-)preference dataset with a score model."""
+
+    model: ModelCfg
+    """The trained score model (`beaver rm` / `beaver cm` output)."""
+    data: DataCfg = Field(default_factory=DataCfg)
+    """Datasets to score (`data.train` specs; for the toy world `toyworld-preference-test`)."""
+    batch_size: int = Field(32, gt=0)
+    """Pairs per forward pass."""
+    output_dir: str = "output/eval-score"
+    """Where scores.jsonl, scores.csv, metrics.json and histogram.png are written."""
+
+    @model_validator(mode="after")
+    def _needs_data(self) -> ScoreEvalConfig:
+        if not self.data.train:
+            raise ValueError("data.train is empty: name the dataset to score")
         return self

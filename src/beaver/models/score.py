@@ -78,26 +78,17 @@ class ScoreModel(nn.Module):
         scores = F.linear(hidden.float(), weight.float(), bias.float()).squeeze(-1)  # (B, L)
         return ScoreOutput(scores=scores, end_scores=gather_end_scores(scores, attention_mask))
 
+    def activation_checkpointing_enable(self, **kwargs: Any) -> None:
+        """Recompute the backbone's activations in backward (the head is too small to matter)."""
+        from beaver.engine.build import enable_activation_checkpointing
+
+        enable_activation_checkpointing(self.backbone)
+
     def normalize(self, end_scores: Tensor) -> Tensor:
         """End scores in the normaliser's units (identity without a normaliser)."""
         if self.normalizer is None:
             return end_scores
         return self.normalizer.normalize(end_scores, self.score_type)
-
-    def head_state(self) -> dict[str, Tensor]:
-        """Head weights and normaliser statistics, for `score_head.safetensors`."""
-        state = {
-            f"score_head.{k}": v.detach().float().cpu().contiguous()
-            for k, v in self.score_head.state_dict().items()
-        }
-        if self.normalizer is not None:
-            state.update(
-                {
-                    f"normalizer.{k}": v.detach().cpu().contiguous()
-                    for k, v in self.normalizer.state_dict().items()
-                }
-            )
-        return state
 
     def load_head_state(self, state: dict[str, Tensor]) -> None:
         head = {
@@ -121,20 +112,34 @@ def is_score_model_dir(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file()
 
 
+def head_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Head weights (fp32) and normaliser statistics out of a full score-model state dict."""
+    return {
+        k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in state.items()
+        if k.startswith(("score_head.", "normalizer."))
+    }
+
+
 def save_score_model(
     model: ScoreModel,
     out_dir: str | Path,
     tokenizer: Any = None,
-    backbone_state: dict[str, Tensor] | None = None,
+    state: dict[str, Tensor] | None = None,
 ) -> None:
     """Write backbone (HF format), head + normaliser and score config into `out_dir`.
 
-    `backbone_state` is the backbone's full state dict when the caller gathered it (ZeRO-3).
+    `state` is the model's full state dict when the caller gathered it (ZeRO-3); by default the
+    model's own.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_pretrained(out, state_dict=backbone_state)  # type: ignore[operator]
-    save_file(model.head_state(), str(out / HEAD_FILE))
+    state = model.state_dict() if state is None else state
+    backbone = {
+        k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
+    }
+    model.backbone.save_pretrained(out, state_dict=backbone)  # type: ignore[operator]
+    save_file(head_state(state), str(out / HEAD_FILE))
     meta = {
         "score_type": model.score_type,
         "normalizer": model.normalizer_kind,

@@ -6,6 +6,7 @@ and the multiplier in `combined_advantage`. With lambda = 0 PPO-Lag's advantage 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -31,39 +32,51 @@ from beaver.stages.rollout import response_logprobs, response_values
 
 @dataclass(frozen=True)
 class Targets:
-    """What the update regresses to. All (B, T), 0 outside the response mask."""
+    """Advantages and returns per stream. All (B, T), 0 outside the response mask."""
 
-    advantages: Tensor  # combined advantage for the actor
+    reward_advantages: Tensor
     reward_returns: Tensor  # regression target of the reward critic
-    cost_returns: Tensor | None  # regression target of the cost critic (PPO-Lag)
+    cost_advantages: Tensor | None = None  # PPO-Lag
+    cost_returns: Tensor | None = None  # regression target of the cost critic (PPO-Lag)
+
+    def select(self, index: Tensor) -> Targets:
+        """The rows `index` (one micro-batch)."""
+        return Targets(
+            *(
+                None if t is None else t[index]
+                for t in (
+                    self.reward_advantages,
+                    self.reward_returns,
+                    self.cost_advantages,
+                    self.cost_returns,
+                )
+            )
+        )
+
+    def actor_advantages(self, lam: float | None, mask: Tensor, whiten_them: bool) -> Tensor:
+        """The actor's advantage: A_r for PPO, (A_r - lambda A_c) / (1 + lambda) for PPO-Lag."""
+        adv = self.reward_advantages
+        if self.cost_advantages is not None:
+            assert lam is not None, "PPO-Lag needs lambda"
+            adv = combined_advantage(adv, self.cost_advantages, lam)
+        return whiten(adv, mask) if whiten_them else adv
 
 
-def compute_targets(rollout: Rollout, ppo: PPOCfg, lam: float | None) -> Targets:
-    """Per-token KL-shaped streams -> GAE per stream -> combined advantage (ALGORITHMS.md)."""
+def compute_targets(rollout: Rollout, ppo: PPOCfg) -> Targets:
+    """Per-token KL-shaped streams -> GAE per stream (ALGORITHMS.md)."""
     mask = rollout.response_mask
     rewards = token_rewards(
         rollout.reward, rollout.logp, rollout.ref_logp, mask, ppo.kl_coeff, ppo.clip_range_score
     )
     r = gae(rewards, rollout.values, mask, ppo.gamma, ppo.gae_lambda)
-    advantages, cost_returns = r.advantages, None
-    if rollout.cost_values is not None:
-        assert rollout.cost is not None and lam is not None
-        costs = token_costs(
-            rollout.cost, rollout.logp, rollout.ref_logp, mask, ppo.kl_coeff, ppo.clip_range_score
-        )
-        c = gae(costs, rollout.cost_values, mask, ppo.gamma, ppo.gae_lambda)
-        advantages, cost_returns = combined_advantage(r.advantages, c.advantages, lam), c.returns
-    if ppo.whiten_advantages:
-        advantages = whiten(advantages, mask)
-    return Targets(advantages=advantages, reward_returns=r.returns, cost_returns=cost_returns)
-
-
-def select_targets(t: Targets, index: Tensor) -> Targets:
-    return Targets(
-        t.advantages[index],
-        t.reward_returns[index],
-        None if t.cost_returns is None else t.cost_returns[index],
+    if rollout.cost_values is None:
+        return Targets(r.advantages, r.returns)
+    assert rollout.cost is not None
+    costs = token_costs(
+        rollout.cost, rollout.logp, rollout.ref_logp, mask, ppo.kl_coeff, ppo.clip_range_score
     )
+    c = gae(costs, rollout.cost_values, mask, ppo.gamma, ppo.gae_lambda)
+    return Targets(r.advantages, r.returns, c.advantages, c.returns)
 
 
 def actor_step(
@@ -124,18 +137,25 @@ def update(
     micro_batch_size: int,
     temperature: float,
     generator: torch.Generator,
+    lambda_now: Callable[[], float | None] = lambda: None,
     ptx_batches: list[dict[str, Tensor]] | None = None,
 ) -> list[dict[str, float]]:
-    """`update_iters` passes over the rollout in shuffled micro-batches; stats per micro-batch."""
+    """`update_iters` passes over the rollout in shuffled micro-batches; stats per micro-batch.
+
+    `lambda_now()` is read before every actor step, so a multiplier updated per optimiser step
+    (the reference's cadence) reaches the advantage at once. Whitening, when on, is per
+    micro-batch.
+    """
     stats = []
     n = rollout.batch_size
     for _ in range(ppo.update_iters):
         order = torch.randperm(n, generator=generator)
         for k, start in enumerate(range(0, n, micro_batch_size)):
             index = order[start : start + micro_batch_size]
-            mb, tg = rollout.select(index), select_targets(targets, index)
+            mb, tg = rollout.select(index), targets.select(index)
             ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
-            s = actor_step(actor, mb, tg.advantages, ppo, temperature, ptx)
+            adv = tg.actor_advantages(lambda_now(), mb.response_mask, ppo.whiten_advantages)
+            s = actor_step(actor, mb, adv, ppo, temperature, ptx)
             s["train/reward_critic_loss"] = critic_step(
                 reward_critic, mb, mb.values, tg.reward_returns, ppo
             )

@@ -11,6 +11,7 @@ temperature, so that the "old" log-probs are those of the distribution actually 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,18 +128,21 @@ def collect_rollout(
     prompt_mask: Tensor,
     opts: RolloutOptions,
     retokenize: Any = None,
-) -> Rollout:
+) -> tuple[Rollout, dict[str, float]]:
     """Sample responses for a left-padded prompt batch and compute everything PPO needs.
 
+    Returns the rollout and its wall-time split (`time/generate`, `time/score`).
     `retokenize(input_ids, attention_mask) -> (ids, mask)` maps sequences into the score
     models' tokenizer when it differs from the actor's (None: same tokenizer).
     """
+    start = time.perf_counter()
     for m in (models.actor, models.ref, models.reward_critic, models.cost_critic):
         if m is not None:
             m.eval()
     prompt_ids, prompt_mask, response_ids = sample_responses(
         models.actor, prompt_ids, prompt_mask, opts
     )
+    generated = time.perf_counter()
     resp_mask = response_mask(response_ids, opts.eos_token_id).to(prompt_mask.dtype)
     ended = has_eos(response_ids, opts.eos_token_id)
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
@@ -164,7 +168,7 @@ def collect_rollout(
         if models.cost_critic is None
         else response_values(models.cost_critic, input_ids, attention_mask, plen)
     )
-    return Rollout(
+    rollout = Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
         response_ids=response_ids,
@@ -177,6 +181,8 @@ def collect_rollout(
         cost=cost,
         cost_values=None if cost_values is None else cost_values.float(),
     )
+    scored = time.perf_counter()
+    return rollout, {"time/generate": generated - start, "time/score": scored - generated}
 
 
 def make_retokenizer(src_tokenizer: Any, dst_tokenizer: Any) -> Any:
