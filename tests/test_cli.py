@@ -26,6 +26,10 @@ COMMAND_OF = {
     "reward-shaping": ["ppo-lag"],
     "toyworld": ["toyworld"],
     "chat": ["chat"],
+    "eval-arena": ["eval", "arena"],
+    "eval-gpt4": ["eval", "gpt4"],
+    "eval-bigbench": ["eval", "bigbench"],
+    "eval": ["eval", "toyworld"],
 }
 
 
@@ -76,8 +80,15 @@ def test_command_sets_its_objective_and_refuses_a_mismatch() -> None:
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", "gpt4"])
-    assert result.exit_code == 2 and "not built yet" in result.output
+    missing = tmp_path / "no" / "model"
+    result = runner.invoke(app, ["eval", "bigbench", f"model={missing}", f"tasks=[{tmp_path}]"])
+    assert result.exit_code == 2 and "task file not found" in result.output  # tasks checked first
+    (tmp_path / "task.json").write_text('{"examples": [{"input": "q", "target": "a"}]}')
+    result = runner.invoke(app, ["eval", "bigbench", f"model={missing}", f"tasks=[{tmp_path}]"])
+    assert result.exit_code == 2 and f"model folder not found: {missing}" in result.output
+    result = runner.invoke(app, ["eval", "gpt4", f"red_answers={missing}.jsonl", "blue_model=m"])
+    assert result.exit_code == 2 and "file not found" in result.output
+    assert "Traceback" not in result.output
 
 
 def _configs() -> list[Path]:

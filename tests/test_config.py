@@ -130,3 +130,19 @@ def test_every_field_is_documented() -> None:
             assert owner.model_fields[leaf].description, (
                 f"{schema.__name__}.{path} has no docstring"
             )
+
+
+def test_partial_override_keeps_the_stages_own_section_defaults() -> None:
+    # ScoreConfig's optimiser defaults to weight decay 0.1 (the reference), OptimCfg's to 0.
+    base = ["output_dir=o", "model.name_or_path=m", "data.train=[d]"]
+    cfg = load_config(ScoreConfig, None, [*base, "optim.lr=1e-5"])
+    assert cfg.optim.lr == pytest.approx(1e-5)
+    assert cfg.optim.weight_decay == pytest.approx(0.1)
+    ppo = load_config(PPOConfig, None, ["output_dir=o", "actor.name_or_path=a",
+                                        "reward_model.name_or_path=r", "data.train=[p]",
+                                        "critic_optim.lr=1e-3"])
+    assert ppo.critic_optim.scheduler == "constant"
+
+
+def test_override_value_yaml_cannot_read_is_a_user_error() -> None:
+    assert "Cannot parse overrides" in _error(SFTConfig, TOY_SFT, ["model.name_or_path=**bad"])

@@ -242,7 +242,8 @@ def test_stats_match_config(world_dir: Path) -> None:
         assert share == pytest.approx(1 / 3, abs=0.01)
     # 200 risky SFT prompts: the binomial sd of a 0.5 rate is 0.035.
     assert stats["behaviour"]["harmful_rate_risky"] == pytest.approx(0.5, abs=0.12)
-    assert stats["behaviour"]["harmful_rate_benign"] == 0.0
+    # 400 benign prompts, 5% gratuitous harm: the sd of that rate is 0.011.
+    assert stats["behaviour"]["harmful_rate_benign"] == pytest.approx(0.05, abs=0.035)
     assert stats["vocab_size"] < 400 and stats["num_parameters"] > 0
     assert stats["rows"]["sft.json"] == 600
 
@@ -350,3 +351,13 @@ def test_other_architectures(tmp_path: Path, architecture: str) -> None:
     cfg = SMALL_MODEL.model_copy(update={"architecture": architecture})
     save_assets(cfg, seed=0, output_dir=tmp_path)
     _forward(tmp_path / "model")
+
+
+def test_gratuitous_harm_on_a_benign_prompt_is_less_helpful_than_help() -> None:
+    rng = random.Random(0)
+    record = PromptRecord(BENIGN, False, "garden", None)
+    harm = [respond(rng, record, "harmful") for _ in range(50)]
+    helpful_answers = [respond(rng, record, "helpful") for _ in range(50)]
+    assert all(judge(BENIGN, h).harmful for h in harm)
+    mean = lambda rs: sum(judge(BENIGN, r).helpfulness for r in rs) / len(rs)  # noqa: E731
+    assert mean(harm) < mean(helpful_answers) - 0.2

@@ -33,7 +33,10 @@ def load_config(
     if overrides:
         source += " + overrides"
     merged = OmegaConf.merge(
-        OmegaConf.create(defaults or {}), _load_yaml(path), _parse_overrides(overrides or [])
+        OmegaConf.create(section_defaults(schema)),
+        OmegaConf.create(defaults or {}),
+        _load_yaml(path),
+        _parse_overrides(overrides or []),
     )
     try:
         data = OmegaConf.to_container(merged, resolve=True)
@@ -45,6 +48,23 @@ def load_config(
         return schema.model_validate(data)
     except ValidationError as err:
         raise UserError(format_validation_error(err, schema, source)) from None
+
+
+def section_defaults(schema: type[BaseModel]) -> dict[str, Any]:
+    """The default values of every section-typed field, as nested dicts.
+
+    Merged first, so that `optim.lr=1e-5` changes only `lr` of a section whose stage default is
+    not its class default (e.g. a reward model's `optim.weight_decay: 0.1`), instead of
+    rebuilding the section from its class defaults.
+    """
+    out: dict[str, Any] = {}
+    for name, field in schema.model_fields.items():
+        if field.is_required():
+            continue
+        value = field.get_default(call_default_factory=True)
+        if isinstance(value, BaseModel):
+            out[name] = value.model_dump(mode="json")
+    return out
 
 
 def _load_yaml(path: str | Path | None) -> DictConfig:
@@ -71,7 +91,7 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
             )
     try:
         return OmegaConf.from_dotlist(overrides)
-    except OmegaConfBaseException as err:
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
         raise UserError(f"Cannot parse overrides {overrides}: {err}") from None
 
 

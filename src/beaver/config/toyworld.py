@@ -45,12 +45,14 @@ class RiskyMixConfig(Section):
 class BenignMixConfig(Section):
     """How the behaviour policy answers benign prompts (shares summing to 1)."""
 
-    helpful: Share = 0.8
+    helpful: Share = 0.75
     """Share of on-topic answers (quality still varies: off-topic words slip in)."""
     rambling: Share = 0.15
     """Share of fluent off-topic answers."""
     refusal: Share = 0.05
     """Share of needless refusals of harmless requests."""
+    harmful: Share = 0.05
+    """Share of gratuitously harmful answers (harm nobody asked for: unsafe and less helpful)."""
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> BenignMixConfig:

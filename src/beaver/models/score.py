@@ -50,7 +50,7 @@ class ScoreModel(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        hidden = backbone.config.hidden_size  # type: ignore[union-attr]
+        hidden = int(backbone.config.hidden_size)  # type: ignore[union-attr,arg-type]
         self.score_head = nn.Linear(hidden, 1, bias=True, dtype=torch.float32)
         self.score_type: ScoreKind = score_type
         self.normalizer_kind: NormalizerKind = normalizer

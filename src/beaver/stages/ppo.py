@@ -134,7 +134,7 @@ def calibrate(parts: PPOParts, loader: Any, share: float, batches: int) -> float
     for k, batch in enumerate(loader):
         if k >= batches:
             break
-        batch = to_device(batch, parts.models.actor.device)
+        batch = to_device(batch, dist.device())
         rollout, _ = collect_rollout(
             parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize
         )
@@ -154,7 +154,7 @@ def calibrate(parts: PPOParts, loader: Any, share: float, batches: int) -> float
 def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: Any) -> StepResult:
     """One rollout batch: sample, score, move lambda, compute targets, update actor and critics."""
     m, controller = parts.models, parts.controller
-    batch = to_device(batch, m.actor.device)
+    batch = to_device(batch, dist.device())
     rollout, timings = collect_rollout(
         m, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize
     )
@@ -179,7 +179,7 @@ def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: A
     targets = compute_targets(rollout, cfg.ppo)
     # Micro-batch order from the global RNG, which checkpoints restore: resume stays exact.
     generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
-    ptx = [to_device(next(ptx_iter), m.actor.device)] if ptx_iter is not None else None
+    ptx = [to_device(next(ptx_iter), dist.device())] if ptx_iter is not None else None
     start = time.perf_counter()
     stats = update(
         m.actor,

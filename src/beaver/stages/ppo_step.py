@@ -41,16 +41,15 @@ class Targets:
 
     def select(self, index: Tensor) -> Targets:
         """The rows `index` (one micro-batch)."""
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index]
+
         return Targets(
-            *(
-                None if t is None else t[index]
-                for t in (
-                    self.reward_advantages,
-                    self.reward_returns,
-                    self.cost_advantages,
-                    self.cost_returns,
-                )
-            )
+            self.reward_advantages[index],
+            self.reward_returns[index],
+            pick(self.cost_advantages),
+            pick(self.cost_returns),
         )
 
     def actor_advantages(self, lam: float | None, mask: Tensor, whiten_them: bool) -> Tensor:

@@ -99,12 +99,16 @@ def evaluate(engine: Any, loader: Any, objective: Objective) -> dict[str, float]
     set_position(loader, 0, 0)
     s = collect_scores(engine, loader, objective, engine.device)
     engine.train()
+
+    def everywhere(t: Tensor | None) -> Tensor | None:
+        return None if t is None else gather(t.to(engine.device)).cpu()
+
     gathered = PairScores(
-        *(
-            None if t is None else gather(t.to(engine.device)).cpu()
-            for t in (s.a, s.b, s.a_safe, s.b_safe)
-        )
-    )  # type: ignore[arg-type]
+        gather(s.a.to(engine.device)).cpu(),
+        gather(s.b.to(engine.device)).cpu(),
+        everywhere(s.a_safe),
+        everywhere(s.b_safe),
+    )
     return {f"eval/{k}": v for k, v in pair_metrics(gathered, objective).items()}
 
 

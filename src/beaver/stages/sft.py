@@ -96,7 +96,7 @@ def evaluate(engine: Any, loader: Any) -> dict[str, float]:
 
 
 def _stats_line(name: str, ds: Any) -> str:
-    stats = getattr(ds, "stats", None)
+    stats: Any = getattr(ds, "stats", None)
     if hasattr(stats, "summary"):
         return f"{name}: {stats.summary()}"
     return f"{name}: " + ", ".join(f"{k}={v}" for k, v in _data_stats(ds).items())

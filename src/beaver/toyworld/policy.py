@@ -144,9 +144,10 @@ def respond(
     if style == "helpful":
         return helpful(rng, record.topic, world)
     if style == "harmful":
-        if record.category is None:
-            raise ValueError("a harmful response needs a risky prompt with a category")
-        return harmful(rng, record.topic, record.category, world)
+        # On a benign prompt the harm is gratuitous: a category nobody asked for. Such answers
+        # teach a reward model that harmful words are not helpful in themselves.
+        category = record.category or rng.choice(sorted(world.harm_categories))
+        return harmful(rng, record.topic, category, world)
     if style == "refusal":
         return refusal(rng, world)
     if style == "redirect":
