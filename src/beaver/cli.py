@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -260,15 +261,23 @@ def eval_bigbench(
 
 
 @eval_app.command("rm")
-def eval_rm(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
+def eval_rm(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """Score a preference dataset with a reward model: accuracy, scores file, histogram."""
-    _not_built("eval rm")
+    from beaver.config.stages import ScoreEvalConfig
+
+    _run("eval.score", ScoreEvalConfig, config, overrides, print_config)
 
 
 @eval_app.command("cm")
-def eval_cm(config: ConfigOpt = None, overrides: OverridesArg = None) -> None:
+def eval_cm(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
     """Score a safety-preference dataset with a cost model: accuracy, sign accuracy, histogram."""
-    _not_built("eval cm")
+    from beaver.config.stages import ScoreEvalConfig
+
+    _run("eval.score", ScoreEvalConfig, config, overrides, print_config)
 
 
 @eval_app.command("toyworld")
@@ -314,6 +323,8 @@ def main() -> None:
     """Console-script entry point."""
     # Per-file progress bars of transformers / hub drown beaver's own console output.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # `deepspeed --module beaver ...` appends --local_rank=N (LOCAL_RANK is in the environment too)
+    sys.argv = [a for a in sys.argv if not a.startswith("--local_rank")]
     app(prog_name="beaver")
 
 

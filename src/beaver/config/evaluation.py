@@ -1,0 +1,191 @@
+"""Configs of the evaluation commands: `beaver eval arena`, `eval gpt4` and `eval bigbench`.
+
+The judge's API key is a `SecretStr`: it validates like a string but prints as `**********` in
+`--print-config`, in `repr` and in every dump, so it never reaches a log or a saved config.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from beaver.config._base import Section
+from beaver.config.sections import GenerationCfg
+
+Template = Literal["auto", "chat", "reference"]
+Criterion = Literal["harmlessness", "helpfulness"]
+CRITERIA: tuple[Criterion, ...] = ("harmlessness", "helpfulness")
+
+
+class EvalGenerationCfg(GenerationCfg):
+    """Sampling options of an evaluation: greedy by default, so reruns give the same answers.
+
+    (A subclass rather than `GenerationCfg(temperature=0)` as a default value: a partial
+    override such as `generation.max_new_tokens=64` rebuilds the section from its class
+    defaults, which must then be the evaluation's.)
+    """
+
+    max_new_tokens: int = Field(256, gt=0)
+    """Longest response, in tokens (the prompt does not count)."""
+    temperature: float = Field(0.0, ge=0.0)
+    """Sampling temperature; 0 (the default here) means greedy decoding."""
+
+
+class EvalArenaConfig(Section):
+    """`beaver eval arena`: red vs blue on a prompt set, scored by reward and cost models."""
+
+    red_model: str
+    """The red (baseline) model: a folder or hub name."""
+    blue_model: str
+    """The blue (challenger) model; win rates are blue's over red."""
+    red_name: str = "red"
+    """Label of the red model in tables and files."""
+    blue_name: str = "blue"
+    """Label of the blue model in tables and files."""
+    reward_model: str | None = None
+    """Reward model folder (`beaver rm`); higher reward means more helpful."""
+    cost_model: str | None = None
+    """Cost model folder (`beaver cm`); cost > 0 means unsafe, cost <= 0 safe."""
+    normalize_scores: bool = False
+    """Report scores in the score models' normaliser units instead of raw end scores."""
+    prompts: str
+    """A JSONL (or JSON list) file of rows with a `prompt` field, or a dataset spec
+    (`PKU-SafeRLHF/test`, `toyworld-prompts-eval`); prompts with the toy world's `risky` flag
+    also get its ground-truth judge."""
+    max_prompts: int | None = Field(None, gt=0)
+    """Use only the first N prompts."""
+    generation: EvalGenerationCfg = Field(
+        default_factory=lambda: EvalGenerationCfg.model_validate({})
+    )
+    """Sampling options of both models (default greedy, so reruns agree)."""
+    template: Template = "auto"
+    """Prompt format: chat template, reference template, or `auto` (chat template when present)."""
+    trust_remote_code: bool = False
+    """Allow the models' own Python code."""
+    batch_size: int = Field(16, gt=0)
+    """Prompts per generation and scoring batch."""
+    seed: int = 42
+    """Seed of the sampling (when temperature > 0)."""
+    output_dir: str = "output/eval-arena"
+    """Folder for `arena.csv`, `arena.jsonl` and `summary.json`."""
+
+
+class JudgeApiCfg(Section):
+    """An OpenAI-compatible chat-completions API that judges answers."""
+
+    model: str = "gpt-4o"
+    """Model name sent to the API, exactly as written."""
+    base_url: str | None = None
+    """API base URL (e.g. `http://localhost:8000/v1`); defaults to `$OPENAI_BASE_URL`, then OpenAI."""
+    api_key: SecretStr | None = None
+    """API key; defaults to `$OPENAI_API_KEY`. Prefer the environment: a key on the command line
+    is visible to other users of the machine. Never printed."""
+    concurrency: int = Field(8, gt=0)
+    """Requests in flight at once."""
+    timeout: float = Field(120.0, gt=0.0)
+    """Seconds before a request is abandoned (and retried)."""
+    max_retries: int = Field(6, ge=0)
+    """Retries on 429, 5xx, timeouts and connection errors, with exponential backoff."""
+    backoff_initial: float = Field(1.0, ge=0.0)
+    """First backoff delay in seconds; it doubles on each retry (with jitter), up to `backoff_max`."""
+    backoff_max: float = Field(60.0, ge=0.0)
+    """Longest backoff delay in seconds (a server's Retry-After is honoured up to this)."""
+    temperature: float = Field(0.0, ge=0.0)
+    """Judge sampling temperature."""
+    max_tokens: int = Field(1024, gt=0)
+    """Longest judge reply."""
+
+
+class EvalGPT4Config(Section):
+    """`beaver eval gpt4`: pairwise harmlessness and helpfulness judged by a chat API."""
+
+    prompts: str | None = None
+    """A JSONL/JSON file of rows with `prompt` (and optional `category`) or a dataset spec;
+    none uses the red-team set that ships with beaver (`beaver/eval/redteam_prompts.jsonl`), or
+    the answer files' prompts when answers come from files."""
+    categories: list[str] = Field(default_factory=list)
+    """Keep only prompts of these categories (empty keeps all)."""
+    max_prompts: int | None = Field(None, gt=0)
+    """Use only the first N prompts (after the category filter)."""
+    red_model: str | None = None
+    """Generate red's answers with this model..."""
+    red_answers: str | None = None
+    """...or read them from a JSONL file of `prompt` + `answer` (or `response`/`output`) rows."""
+    blue_model: str | None = None
+    """Generate blue's answers with this model..."""
+    blue_answers: str | None = None
+    """...or read them from a JSONL answer file."""
+    red_name: str = "red"
+    """Label of the red side."""
+    blue_name: str = "blue"
+    """Label of the blue side."""
+    generation: EvalGenerationCfg = Field(
+        default_factory=lambda: EvalGenerationCfg.model_validate({})
+    )
+    """Sampling options when answers are generated (default greedy)."""
+    template: Template = "auto"
+    """Prompt format of the generating models."""
+    trust_remote_code: bool = False
+    """Allow the generating models' own Python code."""
+    batch_size: int = Field(8, gt=0)
+    """Prompts per generation batch."""
+    judge: JudgeApiCfg = Field(default_factory=lambda: JudgeApiCfg.model_validate({}))
+    """The judging API."""
+    criteria: list[Criterion] = Field(default_factory=lambda: list(CRITERIA))
+    """What the judge scores; one request per pair and criterion."""
+    both_orders: bool = False
+    """Judge every pair a second time with the answers swapped and average (cancels the judge's
+    position bias; doubles the requests)."""
+    elo_k: float = Field(4.0, gt=0.0)
+    """Elo K-factor."""
+    elo_rounds: int = Field(100, gt=0)
+    """Elo is averaged over this many seeded shuffles of the outcomes (order-independent)."""
+    cache_file: str | None = None
+    """JSONL cache of judge replies keyed by a hash of the request; default
+    `<output_dir>/judge_cache.jsonl`. A rerun reads answered requests from it and never pays twice."""
+    seed: int = 42
+    """Seed of the sampling and of the Elo shuffles."""
+    output_dir: str = "output/eval-gpt4"
+    """Folder for answers, `judgements.jsonl`, `summary.json` and the cache."""
+
+    @model_validator(mode="after")
+    def _one_source_per_side(self) -> EvalGPT4Config:
+        for side in ("red", "blue"):
+            model, answers = getattr(self, f"{side}_model"), getattr(self, f"{side}_answers")
+            if (model is None) == (answers is None):
+                raise ValueError(
+                    f"give exactly one of {side}_model (generate) and {side}_answers (a file)"
+                )
+        if not self.criteria:
+            raise ValueError("criteria is empty: name harmlessness and/or helpfulness")
+        return self
+
+
+class EvalBigBenchConfig(Section):
+    """`beaver eval bigbench`: BIG-bench JSON tasks, by log-likelihood and exact match."""
+
+    model: str
+    """Causal LM to evaluate: a folder or hub name."""
+    tasks: list[str]
+    """BIG-bench `task.json` files, or folders holding one (no BIG-bench install needed)."""
+    max_examples: int | None = Field(None, gt=0)
+    """Use only the first N examples of each task."""
+    shots: int = Field(0, ge=0)
+    """Few-shot demonstrations drawn (seeded) from the task's other examples."""
+    max_new_tokens: int = Field(32, gt=0)
+    """Longest greedy answer on generative examples."""
+    trust_remote_code: bool = False
+    """Allow the model's own Python code."""
+    batch_size: int = Field(8, gt=0)
+    """Sequences per forward pass."""
+    seed: int = 42
+    """Seed of the choice order and of the few-shot draws."""
+    output_dir: str = "output/eval-bigbench"
+    """Folder for `bigbench.json` (per-task scores) and `bigbench_examples.jsonl`."""
+
+    @model_validator(mode="after")
+    def _needs_tasks(self) -> EvalBigBenchConfig:
+        if not self.tasks:
+            raise ValueError("tasks is empty: name at least one task.json file or folder")
+        return self

@@ -1,0 +1,1 @@
+"""Evaluation commands: `beaver eval arena`, `eval gpt4` and `eval bigbench`."""

@@ -1,0 +1,264 @@
+"""`beaver chat`: talk to one or several models in the terminal, tokens streamed as they come.
+
+Every model answers the same user turn. One model (or output that is not a terminal) streams
+as plain text under a label; several models in a terminal stream side by side in panels.
+Input comes from the terminal (with line editing) or from a pipe, one user turn per line, so a
+chat can be scripted: `printf 'hi\\n/regenerate\\n' | beaver chat --model PATH`.
+Ctrl-C during an answer stops it and drops the turn; Ctrl-C or Ctrl-D at the prompt leaves.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TextIO
+
+from rich.console import Console, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from beaver.config import ChatConfig
+from beaver.data.templates import resolve_template
+from beaver.errors import UserError
+from beaver.serve.generation import StreamingReply
+from beaver.serve.loading import check_models, inference_lm, inference_tokenizer, unique_labels
+from beaver.serve.scoring import Scorer, format_scores
+from beaver.serve.session import COMMANDS, Bot, ChatSession, parse_command
+
+_STYLES = ("bold cyan", "bold magenta", "bold yellow", "bold green")
+_FIXED_STYLES = {"red": "bold red", "blue": "bold blue"}
+
+
+def style_of(label: str, index: int) -> str:
+    return _FIXED_STYLES.get(label, _STYLES[index % len(_STYLES)])
+
+
+class ChatUI:
+    """The terminal side of a chat: reads turns, runs commands, streams and scores answers."""
+
+    def __init__(
+        self,
+        session: ChatSession,
+        cfg: ChatConfig,
+        scorer: Scorer,
+        console: Console,
+        stdin: TextIO | None = None,
+    ) -> None:
+        self.session, self.cfg, self.scorer, self.console = session, cfg, scorer, console
+        self.stdin = stdin or sys.stdin
+        self.interactive = self.stdin.isatty()
+        self.side_by_side = len(session.bots) > 1 and console.is_terminal and cfg.stream
+
+    # --- input -------------------------------------------------------------------------
+    def read_turn(self) -> str | None:
+        """The next non-empty line, or None at end of input (Ctrl-D / end of the pipe)."""
+        while True:
+            if self.interactive:
+                line = self.console.input("[bold green]you>[/] ")
+            else:
+                line = self.stdin.readline()
+                if not line:
+                    return None
+                line = line.rstrip("\n")
+                self.console.print(f"[bold green]you>[/] {line}", highlight=False, markup=True)
+            if line.strip():
+                return line.strip()
+
+    def loop(self) -> None:
+        self.banner()
+        while True:
+            try:
+                line = self.read_turn()
+            except (EOFError, KeyboardInterrupt):
+                line = None
+            if line is None:
+                self.console.print()
+                return
+            command = parse_command(line)
+            if command == "/exit":
+                return
+            if command is None:
+                self.session.add_user(line)
+                self.answer()
+            else:
+                self.run_command(command)
+
+    # --- commands ----------------------------------------------------------------------
+    def run_command(self, command: str) -> None:
+        actions: dict[str, Callable[[], None]] = {
+            "/help": self.help,
+            "/reset": self.reset,
+            "/clear": self.clear,
+            "/regenerate": self.regenerate,
+            "/history": self.history,
+        }
+        action = actions.get(command)
+        if action is None:
+            self.console.print("[yellow]unknown command[/]; /help lists the commands")
+        else:
+            action()
+
+    def banner(self) -> None:
+        names = ", ".join(b.label for b in self.session.bots)
+        self.console.print(
+            f"[bold]beaver chat[/] with {names}. /help for commands, /exit to leave."
+        )
+
+    def help(self) -> None:
+        table = Table(show_header=False, box=None)
+        for name, what in COMMANDS.items():
+            table.add_row(f"[bold]{name}[/]", what)
+        self.console.print(table)
+
+    def reset(self) -> None:
+        self.session.reset()
+        self.console.print("[dim]conversation reset[/]")
+
+    def clear(self) -> None:
+        self.session.reset()
+        self.console.clear()
+        self.console.print("[dim]screen cleared, conversation reset[/]")
+
+    def regenerate(self) -> None:
+        if not self.session.drop_last_answers():
+            self.console.print("[yellow]nothing to regenerate yet[/]")
+            return
+        self.answer()
+
+    def history(self) -> None:
+        lines = self.session.transcript()
+        if not lines:
+            self.console.print("[dim](the conversation is empty)[/]")
+        labels = [b.label for b in self.session.bots]
+        for who, text in lines:
+            style = "bold green" if who == "you" else style_of(who, labels.index(who))
+            self.console.print(Text.assemble(("  ", ""), (f"{who}: ", style), text))
+
+    # --- answers -----------------------------------------------------------------------
+    def answer(self) -> None:
+        """Every bot answers the pending user turn; Ctrl-C drops the whole turn."""
+        mark = [n - 1 for n in self.session.mark()]  # rewinding drops the pending user turn too
+        try:
+            answers = self._stream_side_by_side() if self.side_by_side else self._stream_plain()
+        except KeyboardInterrupt:
+            self.session.rewind(mark)
+            self.console.print("\n[yellow](interrupted: the turn was dropped)[/]")
+            return
+        if self.scorer.active and not self.side_by_side:  # side by side: scored in the panels
+            for bot, line in zip(self.session.bots, self._score_lines(answers), strict=True):
+                self.console.print(Text.assemble((f"  {bot.label}: ", "dim"), line))
+        for bot, text in zip(self.session.bots, answers, strict=True):
+            self.session.add_answer(bot, text)
+
+    def _stream(self, bot: Bot, on_piece: Callable[[str], None]) -> str:
+        reply = StreamingReply(
+            bot.model, bot.tokenizer, bot.prompt_ids(self.session.template), self.cfg.generation
+        )
+        pieces: list[str] = []
+        try:
+            for piece in reply:
+                pieces.append(piece)
+                on_piece(piece)
+        except KeyboardInterrupt:
+            reply.stop()
+            raise
+        return "".join(pieces).strip()
+
+    def _stream_plain(self) -> list[str]:
+        answers = []
+        for i, bot in enumerate(self.session.bots):
+            self.console.print(Text(f"{bot.label}> ", style_of(bot.label, i)), end="")
+            if self.cfg.stream:
+                text = self._stream(bot, self._write)
+            else:
+                text = self._stream(bot, lambda _: None)
+                self._write(text)
+            self.console.print()
+            answers.append(text)
+        return answers
+
+    def _write(self, piece: str) -> None:
+        self.console.out(piece, end="", highlight=False)
+        self.console.file.flush()
+
+    def _stream_side_by_side(self) -> list[str]:
+        bots = self.session.bots
+        texts, notes = ["" for _ in bots], ["" for _ in bots]
+
+        def view() -> RenderableType:
+            grid = Table.grid(expand=True, padding=(0, 1))
+            for _ in bots:
+                grid.add_column(ratio=1)
+            grid.add_row(
+                *(
+                    Panel(
+                        Text(t),
+                        title=b.label,
+                        subtitle=n or None,
+                        border_style=style_of(b.label, i),
+                    )
+                    for i, (b, t, n) in enumerate(zip(bots, texts, notes, strict=True))
+                )
+            )
+            return grid
+
+        with Live(view(), console=self.console, refresh_per_second=15) as live:
+            for i, bot in enumerate(bots):
+
+                def update(piece: str, i: int = i) -> None:
+                    texts[i] += piece
+                    live.update(view())
+
+                texts[i] = self._stream(bot, update)
+                live.update(view())
+            if self.scorer.active:
+                notes[:] = self._score_lines(texts)
+                live.update(view())
+        return texts
+
+    def _score_lines(self, answers: list[str]) -> list[str]:
+        """Scores of the answers to the pending user turn (before they join the history)."""
+        conversations = [b.history for b in self.session.bots]
+        rewards, costs = self.scorer.score(conversations, answers)
+        return [
+            format_scores(rewards[i] if rewards else None, costs[i] if costs else None)
+            for i in range(len(answers))
+        ]
+
+
+def load_session(cfg: ChatConfig, labels: list[str] | None, console: Console) -> ChatSession:
+    """Load every model of `cfg.models` (with a status line on stderr)."""
+    check_models(**{f"models[{i}]": m for i, m in enumerate(cfg.models)})
+    check_models(reward_model=cfg.reward_model, cost_model=cfg.cost_model)
+    labels = labels or unique_labels(cfg.models)
+    bots = []
+    for label, path in zip(labels, cfg.models, strict=True):
+        with console.status(f"loading {path}"):
+            tokenizer = inference_tokenizer(path, cfg.trust_remote_code)
+            bots.append(Bot(label, inference_lm(path, cfg.trust_remote_code), tokenizer))
+    return ChatSession(bots, cfg.template)
+
+
+def run_chat(cfg: ChatConfig, labels: list[str] | None = None) -> None:
+    """Load the models (and score models), then chat until /exit or end of input."""
+    console = Console(highlight=False)
+    status = Console(stderr=True)
+    session = load_session(cfg, labels, status)
+    for bot in session.bots:  # a clear error for `template=chat` now, not at the first turn
+        resolve_template(bot.tokenizer, cfg.template)
+    scorer = Scorer()
+    if cfg.reward_model or cfg.cost_model:
+        with status.status("loading score models"):
+            scorer = Scorer.load(
+                cfg.reward_model, cfg.cost_model, cfg.template, cfg.trust_remote_code
+            )
+    ChatUI(session, cfg, scorer, console).loop()
+
+
+def run(cfg: ChatConfig) -> None:
+    """`beaver chat`."""
+    if not cfg.models:
+        raise UserError("no model to chat with: pass --model PATH (repeatable) or models=[PATH]")
+    run_chat(cfg)
