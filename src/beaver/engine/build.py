@@ -1,0 +1,200 @@
+"""DeepSpeed engines from the validated config: DeepSpeed config, AdamW, schedule, `initialize`.
+
+The DeepSpeed config dict is the one source of truth once built: the optimiser class and the
+ZeRO-3 model loading read it, and the stage writes it to the run folder (`ds_config.json`).
+
+Optimiser: AdamW without weight decay on biases and norm weights (every 1-D parameter).
+`torch.optim.AdamW` on CPU (no JIT build), DeepSpeed's FusedAdam on GPU, DeepSpeedCPUAdam when the
+optimiser state is offloaded.
+
+[beaver] Non-finite gradients skip the step under every ZeRO stage and precision. DeepSpeed's
+ZeRO 1-3, bf16 and fp16 optimisers already detect them (`engine.was_step_applied()` is False);
+plain ZeRO 0 in fp32 calls the client optimiser directly, so there the optimiser is wrapped
+(`_SkipNonFinite`) and also does the clipping, to report the pre-clipping gradient norm
+(`ds_config.json` then shows `gradient_clipping: 0` and `beaver_clip_grad_norm`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from beaver.config.sections import DeepSpeedCfg, OptimCfg, TrainCfg
+from beaver.engine import dist
+from beaver.errors import UserError
+
+_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+def make_ds_config(
+    ds: DeepSpeedCfg, train: TrainCfg, optim: OptimCfg | None, world_size: int | None = None
+) -> dict[str, Any]:
+    """The DeepSpeed config of one engine; `optim=None` gives a frozen (inference) engine.
+
+    `train_batch_size` = per-device micro-batch x accumulation x world size, as DeepSpeed checks.
+    """
+    if ds.precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("deepspeed.precision=fp16 needs a GPU; use bf16 or fp32 on CPU.")
+    world = world_size or dist.world_size()
+    micro, accum = train.per_device_batch_size, train.gradient_accumulation_steps
+    stage = ds.zero_stage if optim is not None or ds.zero_stage == 3 else 0
+    zero: dict[str, Any] = {"stage": stage}
+    pin = torch.cuda.is_available()
+    if optim is not None and ds.offload in ("optimizer", "all"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin}
+    if stage == 3 and ds.offload in ("parameter", "all"):
+        zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
+    clip = optim.clip_grad_norm if optim is not None else 0.0
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": micro * accum * world,
+        "gradient_clipping": clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 2**31 - 1,  # beaver logs; DeepSpeed's own progress lines stay off
+        "wall_clock_breakdown": False,
+    }
+    if _client_clips(config):
+        config["gradient_clipping"] = 0.0
+        config["beaver_clip_grad_norm"] = clip
+    return config
+
+
+def _client_clips(ds_config: dict[str, Any]) -> bool:
+    """Plain ZeRO 0 fp32: DeepSpeed calls the client optimiser directly (see module docstring)."""
+    fp32 = not ds_config["bf16"]["enabled"] and not ds_config["fp16"]["enabled"]
+    return ds_config["zero_optimization"]["stage"] == 0 and fp32
+
+
+def write_ds_config(ds_config: dict[str, Any], path: str | Path) -> None:
+    if dist.is_main():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(ds_config, indent=2) + "\n")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters in two groups: decayed (matrices, embeddings) and not (biases, norms)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+class _SkipNonFinite:
+    """Mixin for a client optimiser under plain ZeRO 0 fp32: clip, and skip non-finite steps.
+
+    DeepSpeed reads `overflow` (step skipped, scheduler not stepped) and `_global_grad_norm`.
+    """
+
+    param_groups: list[dict[str, Any]]
+    max_norm: float = 0.0
+    overflow: bool = False
+    _global_grad_norm: float | None = None
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return super().step(closure)  # type: ignore[misc]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        self._global_grad_norm = float(norm)
+        self.overflow = not math.isfinite(self._global_grad_norm)
+        if self.overflow:
+            for g in grads:
+                g.zero_()
+            return None
+        if self.max_norm > 0:
+            scale = (self.max_norm / (norm + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_(grads, scale)
+        return super().step(closure)  # type: ignore[misc]
+
+
+def make_optimizer(
+    groups: list[dict[str, Any]], optim: OptimCfg, ds_config: dict[str, Any]
+) -> Optimizer:
+    kwargs: dict[str, Any] = {"lr": optim.lr, "betas": tuple(optim.betas), "eps": optim.eps}
+    if "offload_optimizer" in ds_config["zero_optimization"]:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
+    cls: type[Optimizer] = torch.optim.AdamW
+    if torch.cuda.is_available():
+        from deepspeed.ops.adam import FusedAdam
+
+        cls, kwargs = FusedAdam, {**kwargs, "adam_w_mode": True}
+    if not _client_clips(ds_config):
+        return cls(groups, **kwargs)
+    wrapped = type(f"SkipNonFinite{cls.__name__}", (_SkipNonFinite, cls), {})
+    opt = wrapped(groups, **kwargs)
+    opt.max_norm = float(ds_config.get("beaver_clip_grad_norm", 0.0))
+    return opt
+
+
+def make_scheduler(optimizer: Optimizer, optim: OptimCfg, total_steps: int) -> Any:
+    """Warm-up over `warmup_ratio` of the steps, then cosine / linear decay to 0, or constant."""
+    from transformers import get_scheduler
+
+    warmup = math.ceil(optim.warmup_ratio * total_steps)
+    return get_scheduler(
+        _SCHEDULERS[optim.scheduler],
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=max(total_steps, 1),
+    )
+
+
+def init_engine(
+    model: nn.Module,
+    ds_config: dict[str, Any],
+    optim: OptimCfg | None = None,
+    total_steps: int = 0,
+    activation_checkpointing: bool = False,
+) -> Any:
+    """A DeepSpeedEngine around `model`: trainable with `optim`, frozen (eval mode) without."""
+    import deepspeed
+
+    config = {k: v for k, v in ds_config.items() if not k.startswith("beaver_")}
+    if activation_checkpointing:
+        enable_activation_checkpointing(model)
+    if optim is None:
+        engine, *_ = deepspeed.initialize(model=model, config=config)
+        engine.eval()
+        return engine
+    optimizer = make_optimizer(param_groups(model, optim.weight_decay), optim, ds_config)
+    scheduler = make_scheduler(optimizer, optim, total_steps)
+    engine, *_ = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+    )
+    return engine
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Recompute activations in backward (transformers 5 name; 4.x called it gradient_...)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    elif hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise UserError(
+            f"{type(model).__name__} does not support activation checkpointing; "
+            "set deepspeed.activation_checkpointing=false."
+        )
+    if getattr(model, "config", None) is not None:
+        # a KV cache is pointless (and warned about) when recomputing activations
+        model.config.use_cache = False

@@ -1,0 +1,142 @@
+"""Load tokenizers and HF models for training, with the user's mistakes as `UserError`s.
+
+- Any HF architecture through the Auto classes. Repository code (Baichuan, InternLM) runs only
+  with `model.trust_remote_code: true`.
+- Under ZeRO-3 the weights are loaded straight into partitions: an `HfDeepSpeedConfig` is kept
+  alive while the config is ZeRO-3, so `from_pretrained` runs inside `deepspeed.zero.Init` (and
+  `generate` syncs ranks). Loading without ZeRO-3 clears it again.
+- Tokenizers must have an EOS token (training appends it; generation stops on it). A tokenizer
+  without a PAD token gets PAD = EOS, with a warning: beaver finds padding from the attention
+  mask and masks labels explicitly, so pad == eos is safe (Llama-3 and Qwen ship it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from beaver.config.sections import ModelCfg
+from beaver.errors import UserError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_hf_ds_config: Any = None  # keeps transformers' weak reference to the ZeRO-3 config alive
+
+
+def dtype_of(precision: str) -> torch.dtype:
+    """torch dtype of a `deepspeed.precision` value."""
+    return _DTYPES[precision]
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id (`org/name` has one slash and no leading dot or tilde)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def check_model_source(name: str, what: str = "model") -> None:
+    """Refuse a local path that does not exist before transformers gives a long hub error."""
+    path = Path(name).expanduser()
+    if _looks_local(name) and not path.exists():
+        raise UserError(
+            f"{what} folder not found: {name} (model.name_or_path / model.tokenizer "
+            "take a local folder in HF format or a hub name)."
+        )
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} path {name} is a file; expected a folder in HF format.")
+
+
+def _from_pretrained(
+    loader: Any, name: str, what: str, trust_remote_code: bool, **kwargs: Any
+) -> Any:
+    check_model_source(name, what)
+    try:
+        return loader.from_pretrained(
+            str(Path(name).expanduser()), trust_remote_code=trust_remote_code, **kwargs
+        )
+    except (OSError, ValueError, KeyError) as err:
+        text = str(err)
+        if "trust_remote_code" in text and not trust_remote_code:
+            raise UserError(
+                f"{what} {name!r} needs its repository's own Python code; if you trust "
+                "it, set model.trust_remote_code=true."
+            ) from None
+        raise UserError(
+            f"cannot load {what} {name!r}: {text.splitlines()[0] if text else err!r}"
+        ) from None
+
+
+def load_tokenizer(model_cfg: ModelCfg, padding_side: str = "right") -> Any:
+    """The tokenizer of `model_cfg` (its `tokenizer`, else `name_or_path`), with EOS and PAD."""
+    from transformers import AutoTokenizer
+
+    name = model_cfg.tokenizer or model_cfg.name_or_path
+    tokenizer = _from_pretrained(AutoTokenizer, name, "tokenizer", model_cfg.trust_remote_code)
+    if tokenizer.eos_token is None:
+        raise UserError(
+            f"tokenizer {name!r} has no EOS token: beaver appends EOS to every answer "
+            "and stops generation on it. Set `eos_token` in its tokenizer_config.json."
+        )
+    if tokenizer.pad_token is None:
+        log.warning(
+            "tokenizer %s has no PAD token; using EOS (%r) as PAD", name, tokenizer.eos_token
+        )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def _set_zero3(ds_config: dict[str, Any] | None) -> None:
+    """Make transformers load under `deepspeed.zero.Init` iff `ds_config` is ZeRO-3."""
+    global _hf_ds_config
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    if ds_config is not None and ds_config["zero_optimization"]["stage"] == 3:
+        clean = {k: v for k, v in ds_config.items() if not k.startswith("beaver_")}
+        _hf_ds_config = HfDeepSpeedConfig(clean)
+    else:
+        _hf_ds_config = None
+        unset_hf_deepspeed_config()
+
+
+def load_pretrained(
+    auto_class: Any,
+    model_cfg: ModelCfg,
+    dtype: torch.dtype,
+    ds_config: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """`auto_class.from_pretrained` of `model_cfg` in `dtype`; partitioned when `ds_config` is
+    ZeRO-3. Reusable for backbones (`AutoModel`) of score models."""
+    _set_zero3(ds_config)
+    return _from_pretrained(
+        auto_class,
+        model_cfg.name_or_path,
+        "model",
+        model_cfg.trust_remote_code,
+        dtype=dtype,
+        **kwargs,
+    )
+
+
+def load_causal_lm(
+    model_cfg: ModelCfg, dtype: torch.dtype, ds_config: dict[str, Any] | None = None
+) -> nn.Module:
+    """A causal LM (`AutoModelForCausalLM`); ZeRO-3 partitioned when `ds_config` says stage 3."""
+    from transformers import AutoModelForCausalLM
+
+    return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, ds_config)
+
+
+def fit_embeddings(model: nn.Module, tokenizer: Any) -> None:
+    """Grow the embedding matrix when the tokenizer has more tokens than the model (added
+    special tokens); never shrink it (vocabularies are often padded to a multiple of 64)."""
+    embeddings = model.get_input_embeddings()  # type: ignore[operator]
+    size = getattr(embeddings, "num_embeddings", None)
+    if size is not None and len(tokenizer) > size:
+        log.warning("tokenizer has %d tokens, model embeddings %d: resizing", len(tokenizer), size)
+        model.resize_token_embeddings(len(tokenizer))  # type: ignore[operator]
