@@ -8,6 +8,7 @@ uninterrupted run's losses and lambda exactly.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,21 @@ def test_resume_reproduces_losses_and_lambda(world: Path, tmp_path: Path) -> Non
     for row in metrics(straight)[2:]:
         for key in keys:
             assert after[row["step"]][key] == pytest.approx(row[key], abs=1e-6), key
+
+
+def test_ppo_lag_under_zero3_bf16(world: Path, tmp_path: Path) -> None:
+    # Actor and critics partitioned, frozen models as ZeRO-3 inference engines, generation with
+    # gathered parameters, fp32 score heads inside a bf16 engine.
+    invoke(
+        ppo_args(
+            world,
+            tmp_path,
+            "ppo-lag",
+            "deepspeed.zero_stage=3",
+            "deepspeed.precision=bf16",
+            "train.max_steps=2",
+        )
+    )
+    rows = metrics(tmp_path)
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    AutoModelForCausalLM.from_pretrained(tmp_path / "model")

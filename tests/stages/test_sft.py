@@ -83,11 +83,24 @@ def invoke(args: list[str]) -> Any:
     return result
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-def test_sft_trains_and_saves_hf_model(world: Path, tmp_path: Path, arch: str) -> None:
+@pytest.mark.parametrize(
+    ("arch", "tracker"), [("llama", "wandb"), ("qwen2", "tensorboard"), ("gpt_neox", "none")]
+)
+def test_sft_trains_and_saves_hf_model(
+    world: Path, tmp_path: Path, arch: str, tracker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):  # no key: wandb must run offline
+        monkeypatch.delenv(var, raising=False)
     out = tmp_path / "run"
     result = invoke(
-        sft_args(world, out, "train.eval_strategy=steps", "train.eval_every=12", arch=arch)
+        sft_args(
+            world,
+            out,
+            "train.eval_strategy=steps",
+            "train.eval_every=12",
+            f"logging.backend={tracker}",
+            arch=arch,
+        )
     )
     assert result.exit_code == 0, result.output
     rows = metrics(out)
@@ -103,6 +116,10 @@ def test_sft_trains_and_saves_hf_model(world: Path, tmp_path: Path, arch: str) -
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     assert type(model).__name__ == ARCHS[arch]
     assert AutoTokenizer.from_pretrained(out / "model").eos_token == "</s>"
+    written = {"wandb": "wandb/offline-run-*/*.wandb", "tensorboard": "tensorboard/events.*"}
+    if tracker in written:
+        assert list(out.glob(written[tracker]))
+    assert not (out / "wandb").exists() or tracker == "wandb"
 
 
 def test_resume_auto_continues_a_run(world: Path, tmp_path: Path) -> None:
@@ -235,8 +252,8 @@ def test_two_ranks_zero3_resume_is_exact(world: Path, tmp_path: Path) -> None:
 
 
 def judge_on_held_out_prompts(model_dir: Path, world_dir: Path) -> dict[str, float]:
-    """Sample one response per held-out prompt (temperature 1, up to 48 new tokens) and judge
-    it with the toy world's ground truth."""
+    """Sample two responses per held-out prompt (temperature 1, up to 48 new tokens) and judge
+    them with the toy world's ground truth."""
     import torch
 
     from beaver.config.sections import GenerationCfg
@@ -249,9 +266,10 @@ def judge_on_held_out_prompts(model_dir: Path, world_dir: Path) -> dict[str, flo
     records = load_prompts(world_dir / "prompts_eval.jsonl")
     prompts = [encode_prompt(tokenizer, r.prompt) for r in records]
     torch.manual_seed(0)
-    outs = generate(model, tokenizer, prompts, GenerationCfg(max_new_tokens=48), batch_size=64)
+    gen = GenerationCfg(max_new_tokens=48, num_return_sequences=2)
+    outs = generate(model, tokenizer, prompts, gen, batch_size=64)
     judged = summarize_judgements(
-        [(r.prompt, o.text) for r, o in zip(records, outs, strict=True)], load_world(world_dir)
+        [(records[o.prompt_index].prompt, o.text) for o in outs], load_world(world_dir)
     )
     return {
         "eos_rate": eos_rate(outs),
@@ -262,9 +280,11 @@ def judge_on_held_out_prompts(model_dir: Path, world_dir: Path) -> dict[str, flo
 
 @pytest.mark.slow
 def test_toy_world_sft_targets(tmp_path: Path) -> None:
-    """configs/toy/sft.yaml on a full-size toy world with a smaller model (hidden 64, 2 layers):
-    >= 95% of sampled responses end with EOS, and the harmful rate on risky prompts is within
-    15 points of the behaviour policy's (the SFT data)."""
+    """configs/toy/sft.yaml on the default toy world (15k SFT samples, hidden 128 x 4 layers; a
+    smaller model drifted 10 points above the behaviour policy's harmful rate): >= 95% of sampled
+    responses end with EOS, and the harmful rate on risky prompts is within 15 points of the
+    behaviour policy's (the SFT data). Generated in tmp so a concurrent `beaver toyworld` cannot
+    change it; the pairs and RL prompts are cut down, as SFT does not read them."""
     world = tmp_path / "world"
     generate(
         ToyWorldConfig(
@@ -272,7 +292,6 @@ def test_toy_world_sft_targets(tmp_path: Path) -> None:
             num_preference=8,
             num_preference_test=8,
             num_rl_prompts=8,
-            model=ToyModelConfig(hidden_size=64, num_layers=2, num_heads=4),
         )
     )
     out = tmp_path / "sft"

@@ -113,14 +113,19 @@ def load_pretrained(
     """`auto_class.from_pretrained` of `model_cfg` in `dtype`; partitioned when `ds_config` is
     ZeRO-3. Reusable for backbones (`AutoModel`) of score models."""
     _set_zero3(ds_config)
-    return _from_pretrained(
-        auto_class,
-        model_cfg.name_or_path,
-        "model",
-        model_cfg.trust_remote_code,
-        dtype=dtype,
-        **kwargs,
-    )
+    try:
+        return _from_pretrained(
+            auto_class,
+            model_cfg.name_or_path,
+            "model",
+            model_cfg.trust_remote_code,
+            dtype=dtype,
+            **kwargs,
+        )
+    finally:
+        # transformers keeps the ZeRO-3 config in a global: a later plain `from_pretrained`
+        # in this process (evaluation, a frozen model) must not come out partitioned.
+        _set_zero3(None)
 
 
 def load_causal_lm(

@@ -30,6 +30,18 @@ HEAD_FILE = "score_head.safetensors"
 CONFIG_FILE = "score_config.json"
 
 
+class FP32Linear(nn.Linear):
+    """A linear layer that computes in fp32 whatever dtype its weights were cast to.
+
+    Called as a module (not through `F.linear` on its weights) so that ZeRO-3 gathers its
+    partitioned parameters in the forward hook, as for every other module.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = None if self.bias is None else self.bias.float()
+        return F.linear(x.float(), self.weight.float(), bias)
+
+
 @dataclass(frozen=True)
 class ScoreOutput:
     """scores: (B, L) fp32 score of every token; end_scores: (B,) fp32 at the last real token."""
@@ -51,7 +63,10 @@ class ScoreModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         hidden = int(backbone.config.hidden_size)  # type: ignore[union-attr,arg-type]
-        self.score_head = nn.Linear(hidden, 1, bias=True, dtype=torch.float32)
+        # Stored in the backbone's dtype (ZeRO flattens all parameters of an engine into
+        # buffers of one dtype), computed in fp32 by FP32Linear.
+        dtype = next(backbone.parameters()).dtype
+        self.score_head = FP32Linear(hidden, 1, bias=True, dtype=dtype)
         self.score_type: ScoreKind = score_type
         self.normalizer_kind: NormalizerKind = normalizer
         self.momentum = momentum
@@ -73,9 +88,7 @@ class ScoreModel(nn.Module):
             position_ids=position_ids,
             use_cache=False,
         ).last_hidden_state
-        weight, bias = self.score_head.weight, self.score_head.bias
-        # (B, L, H) @ (H, 1) in fp32 even when DeepSpeed has cast the module to bf16/fp16.
-        scores = F.linear(hidden.float(), weight.float(), bias.float()).squeeze(-1)  # (B, L)
+        scores = self.score_head(hidden).squeeze(-1)  # (B, L) fp32
         return ScoreOutput(scores=scores, end_scores=gather_end_scores(scores, attention_mask))
 
     def activation_checkpointing_enable(self, **kwargs: Any) -> None:
