@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.install.stamp
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint format docker-build docker-run clean
+.PHONY: install demo test test-fast bench lint format docker-build docker-run clean
 
 install: $(STAMP)
 
@@ -22,11 +22,22 @@ $(STAMP): pyproject.toml
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
+# The default run: everything but the end-to-end runs of several minutes (marked `slow`).
 test: install
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest $(PYTEST_ARGS)
-
-test-fast: install
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The end-to-end runs: the whole pipeline learns what it should (CI runs these too).
+test-slow: install
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# CPU benchmarks against TRL (benchmarks/README.md): adds the `bench` extra (trl), runs niced
+# because the machine is shared; results in benchmarks/results/.
+$(VENV)/.bench.stamp: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	touch $@
+
+bench: $(VENV)/.bench.stamp
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled nice -n 10 $(BIN)/python benchmarks/run_all.py
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -20,7 +20,7 @@ def test_yaml_and_overrides_merge() -> None:
     assert cfg.optim.lr == pytest.approx(1e-4)
     assert cfg.train.epochs == 7
     assert cfg.deepspeed.zero_stage == 2
-    assert cfg.model.name_or_path == "output/toyworld/model"  # untouched keys keep the file's value
+    assert cfg.model.name_or_path == "output/demo/toyworld/model"  # untouched keys keep the file's value
 
 
 def test_interpolation_resolves(tmp_path: Path) -> None:
@@ -146,3 +146,8 @@ def test_partial_override_keeps_the_stages_own_section_defaults() -> None:
 
 def test_override_value_yaml_cannot_read_is_a_user_error() -> None:
     assert "Cannot parse overrides" in _error(SFTConfig, TOY_SFT, ["model.name_or_path=**bad"])
+
+
+def test_bare_no_means_no_evaluation() -> None:
+    cfg = load_config(SFTConfig, TOY_SFT, ["train.eval_strategy=no"])
+    assert cfg.train.eval_strategy == "no"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from beaver.config._base import Section
 
@@ -93,6 +93,12 @@ class TrainCfg(Section):
     """Seed for model init, data order and sampling (offset per rank)."""
     max_bad_steps: int = Field(3, gt=0)
     """Consecutive steps with a non-finite loss or gradient norm before the run stops."""
+
+    @field_validator("eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `no` (as in `train.eval_strategy=no`) as false.
+        return "no" if value is False else value
 
 
 class DeepSpeedCfg(Section):
