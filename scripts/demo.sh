@@ -3,6 +3,9 @@
 # output/demo/. Each stage is a plain `beaver` command with its toy config: read top to bottom.
 set -euo pipefail
 export HF_HUB_OFFLINE=1 WANDB_MODE=offline TOKENIZERS_PARALLELISM=false
+# One intra-op thread: the toy models' matrices are too small to gain from a second one, and two
+# threads slow down up to 10x whenever anything else shares the cores (measured on 2 cores).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 rm -rf output/demo   # a fresh run each time (stages refuse to mix with an earlier run's checkpoints)
 start=$(date +%s)
 stage() { echo; echo "== $*"; }

@@ -18,10 +18,10 @@ from torch import Tensor
 from beaver.algo import cost_loss, reward_loss_sequence, reward_loss_token
 from beaver.config.stages import ScoreCfg, ScoreConfig
 from beaver.engine import dist
-from beaver.engine.build import init_engine, make_ds_config, write_ds_config
-from beaver.engine.data import make_loader, set_position, to_device
-from beaver.engine.loop import StepResult, count_steps, train_loop
-from beaver.engine.run import finish_run, start_run
+from beaver.engine.data import set_position, to_device
+from beaver.engine.loop import StepResult
+from beaver.engine.run import start_run
+from beaver.engine.stage import train_one_model
 from beaver.eval.score import (
     Objective,
     PairScores,
@@ -120,57 +120,28 @@ def run(cfg: ScoreConfig) -> None:
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.model)
     kind = "safety_preference" if objective == "cost" else "preference"
-    train_ds, eval_ds = make_datasets(kind, cfg.data, tokenizer)
-    run_.print(f"train data: {train_ds.stats.summary()}")
-    if eval_ds is not None:
-        run_.print(f"eval data: {eval_ds.stats.summary()}")
 
-    train = cfg.train
-    loader = make_loader(train_ds, train.per_device_batch_size, shuffle=True, seed=train.seed)
-    steps = count_steps(train, loader, train.gradient_accumulation_steps)
-    ds_config = make_ds_config(cfg.deepspeed, train, cfg.optim)
-    write_ds_config(ds_config, run_.dir / "ds_config.json")
-    torch.manual_seed(train.seed)  # the fresh head's initialisation
-    model = load_score_model(
-        cfg.model,
-        dtype_of(cfg.deepspeed.precision),
-        objective,
-        cfg.score.normalizer,
-        cfg.score.normalizer_momentum,
-        ds_config,
-    )
-    engine = init_engine(
-        model,
-        ds_config,
-        cfg.optim,
-        steps,
-        activation_checkpointing=cfg.deepspeed.activation_checkpointing,
-    )
-    eval_loader = None
-    if eval_ds is not None and len(eval_ds) > 0 and train.eval_strategy != "no":
-        eval_loader = make_loader(
-            eval_ds, train.per_device_batch_size, shuffle=False, seed=train.seed
+    def load_model(ds_config: dict[str, Any]) -> ScoreModel:
+        torch.manual_seed(cfg.train.seed)  # the fresh head's initialisation
+        return load_score_model(
+            cfg.model,
+            dtype_of(cfg.deepspeed.precision),
+            objective,
+            cfg.score.normalizer,
+            cfg.score.normalizer_momentum,
+            ds_config,
         )
 
-    result = train_loop(
-        lambda batches: score_step(engine, batches, objective, cfg.score),
-        loader,
-        {"model": engine},
-        train=train,
-        checkpoint_dir=run_.checkpoint_dir,
-        logger=run_.logger,
-        total_steps=steps,
-        batches_per_step=train.gradient_accumulation_steps,
-        evaluate=(lambda: evaluate(engine, eval_loader, objective)) if eval_loader else None,
-        resume_from=run_.resume_from,
+    train_one_model(
+        cfg,
+        run_,
+        cfg.optim,
+        make_datasets(kind, cfg.data, tokenizer),
+        load_model,
+        step=lambda engine, batches: score_step(engine, batches, objective, cfg.score),
+        evaluate=lambda engine, loader: evaluate(engine, loader, objective),
+        save=lambda engine, out: save_score(engine, tokenizer, out),
     )
-    model_dir = None
-    if result.interrupted is None:
-        model_dir = run_.dir / "model"
-        save_score(engine, tokenizer, model_dir)
-    else:
-        run_.print(f"stopped by {result.interrupted}; continue with train.resume=auto")
-    finish_run(run_, result, model_dir, {"data": train_ds.stats.as_dict()})
 
 
 def save_score(engine: Any, tokenizer: Any, out_dir: Any) -> None:

@@ -10,7 +10,6 @@ split into micro-batches of equal size. The reference averaged over the tokens o
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -20,10 +19,10 @@ from beaver.algo.logprobs import logprobs_from_logits
 from beaver.algo.masks import masked_mean
 from beaver.config.stages import SFTConfig
 from beaver.engine import dist
-from beaver.engine.build import init_engine, make_ds_config, write_ds_config
-from beaver.engine.data import make_loader, set_position, to_device
-from beaver.engine.loop import StepResult, count_steps, train_loop
-from beaver.engine.run import finish_run, start_run
+from beaver.engine.data import set_position, to_device
+from beaver.engine.loop import StepResult
+from beaver.engine.run import start_run
+from beaver.engine.stage import train_one_model
 from beaver.models.loading import (
     check_model_source,
     dtype_of,
@@ -95,66 +94,25 @@ def evaluate(engine: Any, loader: Any) -> dict[str, float]:
     return {"eval/loss": loss, "eval/ppl": float(torch.exp(torch.tensor(min(loss, 50.0))))}
 
 
-def _stats_line(name: str, ds: Any) -> str:
-    stats: Any = getattr(ds, "stats", None)
-    if hasattr(stats, "summary"):
-        return f"{name}: {stats.summary()}"
-    return f"{name}: " + ", ".join(f"{k}={v}" for k, v in _data_stats(ds).items())
-
-
 def run(cfg: SFTConfig) -> None:
     from beaver.data import make_datasets
 
     check_model_source(cfg.model.name_or_path)
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    train_ds, eval_ds = make_datasets("supervised", cfg.data, tokenizer)
-    run_.print(_stats_line("train data", train_ds))
-    if eval_ds is not None:
-        run_.print(_stats_line("eval data", eval_ds))
 
-    train = cfg.train
-    loader = make_loader(train_ds, train.per_device_batch_size, shuffle=True, seed=train.seed)
-    steps = count_steps(train, loader, train.gradient_accumulation_steps)
-    ds_config = make_ds_config(cfg.deepspeed, train, cfg.optim)
-    write_ds_config(ds_config, run_.dir / "ds_config.json")
-    model = load_causal_lm(cfg.model, dtype_of(cfg.deepspeed.precision), ds_config)
-    fit_embeddings(model, tokenizer)
-    engine = init_engine(
-        model,
-        ds_config,
+    def load_model(ds_config: dict[str, Any]) -> Any:
+        model = load_causal_lm(cfg.model, dtype_of(cfg.deepspeed.precision), ds_config)
+        fit_embeddings(model, tokenizer)
+        return model
+
+    train_one_model(
+        cfg,
+        run_,
         cfg.optim,
-        steps,
-        activation_checkpointing=cfg.deepspeed.activation_checkpointing,
+        make_datasets("supervised", cfg.data, tokenizer),
+        load_model,
+        step=sft_step,
+        evaluate=evaluate,
+        save=lambda engine, out: save_hf(engine, tokenizer, out),
     )
-    eval_loader = None
-    if eval_ds is not None and len(eval_ds) > 0 and train.eval_strategy != "no":
-        eval_loader = make_loader(
-            eval_ds, train.per_device_batch_size, shuffle=False, seed=train.seed
-        )
-
-    result = train_loop(
-        lambda batches: sft_step(engine, batches),
-        loader,
-        {"model": engine},
-        train=train,
-        checkpoint_dir=run_.checkpoint_dir,
-        logger=run_.logger,
-        total_steps=steps,
-        batches_per_step=train.gradient_accumulation_steps,
-        evaluate=(lambda: evaluate(engine, eval_loader)) if eval_loader is not None else None,
-        resume_from=run_.resume_from,
-    )
-    model_dir = None
-    if result.interrupted is None:
-        model_dir = save_hf(engine, tokenizer, run_.dir / "model")
-    else:
-        run_.print(f"stopped by {result.interrupted}; continue with train.resume=auto")
-    finish_run(run_, result, model_dir, {"data": _data_stats(train_ds)})
-
-
-def _data_stats(ds: Any) -> dict[str, Any]:
-    stats = getattr(ds, "stats", None)
-    if stats is not None and dataclasses.is_dataclass(stats) and not isinstance(stats, type):
-        return dataclasses.asdict(stats)
-    return {"num_samples": len(ds)}

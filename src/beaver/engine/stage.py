@@ -1,0 +1,76 @@
+"""The skeleton of a stage that trains one model on a dataset (SFT, reward model, cost model).
+
+The stage brings what differs — how to load its model, its step, its evaluation, how to save —
+and this runs the rest: data loaders, DeepSpeed config and engine, the shared loop, the final
+save (skipped when a signal stopped the run), the summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from beaver.config.sections import OptimCfg
+from beaver.config.stages import TrainStage
+from beaver.engine.build import init_engine, make_ds_config, write_ds_config
+from beaver.engine.data import make_loader
+from beaver.engine.loop import StepResult, count_steps, train_loop
+from beaver.engine.run import Run, finish_run
+
+
+def train_one_model(
+    cfg: TrainStage,
+    run: Run,
+    optim: OptimCfg,
+    datasets: tuple[Any, Any | None],
+    load_model: Callable[[dict[str, Any]], nn.Module],
+    step: Callable[[Any, list[Any]], StepResult],
+    evaluate: Callable[[Any, Any], dict[str, float]],
+    save: Callable[[Any, Path], object],
+) -> None:
+    """Train `load_model(ds_config)` with `step(engine, micro_batches)` on `datasets` (train,
+    eval), evaluating with `evaluate(engine, eval_loader)`; `save(engine, <run>/model)` at the end."""
+    train_ds, eval_ds = datasets
+    for name, ds in (("train data", train_ds), ("eval data", eval_ds)):
+        if ds is not None:
+            run.print(f"{name}: {ds.stats.summary()}")
+    train = cfg.train
+    loader = make_loader(train_ds, train.per_device_batch_size, shuffle=True, seed=train.seed)
+    steps = count_steps(train, loader, train.gradient_accumulation_steps)
+    ds_config = make_ds_config(cfg.deepspeed, train, optim)
+    write_ds_config(ds_config, run.dir / "ds_config.json")
+    engine = init_engine(
+        load_model(ds_config),
+        ds_config,
+        optim,
+        steps,
+        activation_checkpointing=cfg.deepspeed.activation_checkpointing,
+    )
+    eval_fn = None
+    if eval_ds is not None and len(eval_ds) > 0 and train.eval_strategy != "no":
+        eval_loader = make_loader(
+            eval_ds, train.per_device_batch_size, shuffle=False, seed=train.seed
+        )
+        eval_fn = lambda: evaluate(engine, eval_loader)  # noqa: E731
+    result = train_loop(
+        lambda batches: step(engine, batches),
+        loader,
+        {"model": engine},
+        train=train,
+        checkpoint_dir=run.checkpoint_dir,
+        logger=run.logger,
+        total_steps=steps,
+        batches_per_step=train.gradient_accumulation_steps,
+        evaluate=eval_fn,
+        resume_from=run.resume_from,
+    )
+    model_dir = None
+    if result.interrupted is None:
+        model_dir = run.dir / "model"
+        save(engine, model_dir)
+    else:
+        run.print(f"stopped by {result.interrupted}; continue with train.resume=auto")
+    finish_run(run, result, model_dir, {"data": train_ds.stats.as_dict()})
