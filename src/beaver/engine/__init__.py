@@ -7,6 +7,20 @@
 - `run`: the run folder (`start_run` / `finish_run`); `data`: the resumable sampler and loaders;
 - `dist`: process group and collectives; `launch`: re-launch through the DeepSpeed launcher;
 - `seed`: seeding and RNG state; `tracking`: console, metrics.jsonl, wandb / tensorboard.
+
+A stage with several engines and extra state (PPO-Lag) looks like this:
+
+    run = start_run(cfg)                                   # process group, seeds, run folder
+    actor = init_engine(actor_model, make_ds_config(cfg.deepspeed, cfg.train, cfg.actor_optim),
+                        cfg.actor_optim, total_steps)      # same for the critics
+    ref = init_engine(ref_model, make_ds_config(cfg.deepspeed, cfg.train, None))   # frozen
+    def step(batches): ...rollout with ref/RM/CM, update actor + critics...; return StepResult(..)
+    result = train_loop(step, prompt_loader, {"actor": actor, "reward_critic": rc,
+                        "cost_critic": cc}, train=cfg.train, checkpoint_dir=run.checkpoint_dir,
+                        logger=run.logger, total_steps=total_steps,
+                        stateful={"lagrange": controller, "normalizer": norm},
+                        resume_from=run.resume_from)
+    finish_run(run, result, save_hf(actor, tokenizer, run.dir / "model"))
 """
 
 from beaver.engine.build import init_engine, make_ds_config, write_ds_config

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import warnings
 from typing import NoReturn
 
 import torch
@@ -82,12 +83,14 @@ def init_distributed() -> None:
 
 
 def _quiet_deepspeed() -> None:
-    """DeepSpeed logs its whole config at INFO on every rank; keep warnings only."""
+    """DeepSpeed logs its whole config at INFO on every rank; keep its warnings only."""
     if os.environ.get("BEAVER_DEBUG"):
         return
     from deepspeed.utils import logger as ds_logger
 
     ds_logger.setLevel(logging.WARNING)
+    # DeepSpeed still calls all_gather_into_tensor / reduce_scatter_tensor; torch warns per call
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed\..*")
 
 
 def rank() -> int:
