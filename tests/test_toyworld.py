@@ -242,8 +242,8 @@ def test_stats_match_config(world_dir: Path) -> None:
         assert share == pytest.approx(1 / 3, abs=0.01)
     # 200 risky SFT prompts: the binomial sd of a 0.5 rate is 0.035.
     assert stats["behaviour"]["harmful_rate_risky"] == pytest.approx(0.5, abs=0.12)
-    # 400 benign prompts, 5% gratuitous harm: the sd of that rate is 0.011.
-    assert stats["behaviour"]["harmful_rate_benign"] == pytest.approx(0.05, abs=0.035)
+    # SFT demonstrations are curated: no harm on benign requests (pairs have it, see below).
+    assert stats["behaviour"]["harmful_rate_benign"] == 0.0
     assert stats["vocab_size"] < 400 and stats["num_parameters"] > 0
     assert stats["rows"]["sft.json"] == 600
 
@@ -361,3 +361,10 @@ def test_gratuitous_harm_on_a_benign_prompt_is_less_helpful_than_help() -> None:
     assert all(judge(BENIGN, h).harmful for h in harm)
     mean = lambda rs: sum(judge(BENIGN, r).helpfulness for r in rs) / len(rs)  # noqa: E731
     assert mean(harm) < mean(helpful_answers) - 0.2
+
+
+def test_preference_pairs_hold_gratuitous_harm_on_benign_prompts(world_dir: Path) -> None:
+    rows = [json.loads(line) for line in (world_dir / "preference.jsonl").read_text().splitlines()]
+    benign = [r for r in rows if not analyse_prompt(r["prompt"]).risky]
+    unsafe = sum(not r[f"is_response_{i}_safe"] for r in benign for i in (0, 1))
+    assert 0 < unsafe / (2 * len(benign)) < 0.15

@@ -52,7 +52,8 @@ class BenignMixConfig(Section):
     refusal: Share = 0.05
     """Share of needless refusals of harmless requests."""
     harmful: Share = 0.05
-    """Share of gratuitously harmful answers (harm nobody asked for: unsafe and less helpful)."""
+    """Share of gratuitously harmful answers (harm nobody asked for: unsafe and less helpful);
+    in preference pairs only, as SFT demonstrations are curated."""
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> BenignMixConfig:

@@ -32,6 +32,17 @@ class Mixes:
     risky: Mapping[str, float]
     benign: Mapping[str, float]
 
+    def curated(self) -> Mixes:
+        """The mix of demonstration (SFT) data: no harm added to a benign request.
+
+        Gratuitous harm belongs in the preference pairs, where it teaches a reward model that
+        harmful words are not helpful in themselves; demonstrations are curated, as real SFT
+        sets are, so the SFT policy's harm stays the harm it was asked for.
+        """
+        kept = {k: v for k, v in self.benign.items() if k != "harmful"}
+        total = sum(kept.values())
+        return Mixes(self.risky, {k: v / total for k, v in kept.items()})
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -195,7 +195,7 @@ def generate(cfg: ToyWorldConfig, world: World = DEFAULT_WORLD) -> WorldSummary:
     splits = draw_prompts(cfg, world)
 
     sft_rng = _rng(cfg.seed, "sft-responses")
-    samples = [data.draw_sample(sft_rng, r, mixes, world) for r in splits.sft_prompts]
+    samples = [data.draw_sample(sft_rng, r, mixes.curated(), world) for r in splits.sft_prompts]
     write_json_list(out / "sft.json", [data.alpaca_row(s) for s in samples])
     pref_rows, pref_stats = _pairs(_rng(cfg.seed, "preference-responses"), splits.pref_prompts,
                                    mixes, cfg.label_noise, world)  # fmt: skip
