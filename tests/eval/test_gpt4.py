@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import FakeJudge
+from judge_fake import FakeJudge, default_reply
 from typer.testing import CliRunner
 
 from beaver.cli import app
@@ -99,7 +99,6 @@ def test_429_is_retried_then_succeeds(tmp_path: Path, fake_judge: FakeJudge) -> 
 def test_500_retried_and_a_lasting_500_recorded_as_failed(
     tmp_path: Path, fake_judge: FakeJudge
 ) -> None:
-    from conftest import default_reply
 
     def reply(body: dict[str, Any]) -> tuple[int, str]:
         return (
@@ -127,7 +126,6 @@ def test_500_retried_and_a_lasting_500_recorded_as_failed(
 
 
 def test_garbage_replies_are_recorded_not_fatal(tmp_path: Path, fake_judge: FakeJudge) -> None:
-    from conftest import default_reply
 
     def reply(body: dict[str, Any]) -> tuple[int, str]:
         text = body["messages"][-1]["content"]
