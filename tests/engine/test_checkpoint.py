@@ -147,3 +147,26 @@ def test_kill9_during_save_keeps_previous_checkpoint(tmp_path: Path, mode: str) 
     result = t.run(4, root, resume_from=ckpt.latest_checkpoint(root))
     assert len(t.losses) == 3 and result.progress.step == 4
     assert not list(root.glob(".tmp-*"))  # the next save cleaned the leftovers
+
+
+def test_several_engines_and_extra_state(tmp_path: Path) -> None:
+    """A PPO-like checkpoint: actor + critic engines, per-rank extra state with tensors."""
+    actor, critic = make_trainer(tmp_path / "a"), make_trainer(tmp_path / "c", lr=1e-3)
+    actor.run(2, tmp_path / "warm-a")
+    critic.run(1, tmp_path / "warm-c")
+    engines = {"actor": actor.engine, "critic": critic.engine}
+    extra = {"lagrange": {"log_lambda": 0.25, "window": [1.0, -2.0]}, "mean": torch.ones(3)}
+    saved = ckpt.save_checkpoint(tmp_path / "ckpt", 7, engines, extra, {"note": "x"}, keep_last=2)
+    expected = {n: [p.detach().clone() for p in e.module.parameters()] for n, e in engines.items()}
+    fresh = {
+        "actor": make_trainer(tmp_path / "f1").engine,
+        "critic": make_trainer(tmp_path / "f2", lr=1e-3).engine,
+    }
+    meta, loaded = ckpt.load_checkpoint(saved, fresh)
+    assert meta["step"] == 7 and meta["note"] == "x" and meta["engines"] == ["actor", "critic"]
+    assert loaded["lagrange"] == extra["lagrange"] and torch.equal(loaded["mean"], torch.ones(3))
+    for name, engine in fresh.items():
+        params = list(engine.module.parameters())
+        assert all(torch.equal(a, b) for a, b in zip(expected[name], params, strict=True))
+    with pytest.raises(UserError, match="holds engines"):
+        ckpt.load_checkpoint(saved, {"actor": fresh["actor"]})

@@ -17,6 +17,7 @@ from beaver.engine.build import init_engine, make_ds_config
 from beaver.errors import UserError
 from beaver.models import load_causal_lm, load_tokenizer, save_hf
 from beaver.models.generation import cut_at_eos, eos_rate, generate, left_padded
+from beaver.models.loading import fit_embeddings
 
 
 def test_missing_model_folder(tmp_path: Path) -> None:
@@ -128,3 +129,21 @@ def test_generate_batched_equals_one_by_one() -> None:
     )
     assert [g.prompt_index for g in sampled] == [0, 0, 1, 1, 2, 2]
     assert 0.0 <= eos_rate(sampled) <= 1.0
+
+
+@pytest.mark.parametrize("zero", [0, 3])
+def test_fit_embeddings_grows_for_added_tokens(tmp_path: Path, zero: int) -> None:
+    src = save_tiny_model(tmp_path / "src")
+    tok = tiny_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<tool>"]})
+    train = TrainCfg(per_device_batch_size=2, gradient_accumulation_steps=1)
+    ds_config = make_ds_config(DeepSpeedCfg(zero_stage=zero, precision="fp32"), train, OptimCfg())
+    model = load_causal_lm(ModelCfg(name_or_path=str(src)), torch.float32, ds_config)
+    fit_embeddings(model, tok, ds_config)
+    assert model.get_input_embeddings().num_embeddings == VOCAB + 1
+    engine = init_engine(model, ds_config, OptimCfg(warmup_ratio=0.0), 2)
+    x = torch.tensor([[5, 6, VOCAB]])  # uses the new token
+    engine.backward(engine(input_ids=x, labels=x).loss)
+    engine.step()
+    fit_embeddings(model, tiny_tokenizer(), ds_config)  # never shrinks
+    assert model.get_input_embeddings().num_embeddings == VOCAB + 1

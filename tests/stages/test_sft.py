@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
@@ -252,10 +253,9 @@ def test_two_ranks_zero3_resume_is_exact(world: Path, tmp_path: Path) -> None:
 
 
 def judge_on_held_out_prompts(model_dir: Path, world_dir: Path) -> dict[str, float]:
-    """Sample two responses per held-out prompt (temperature 1, up to 48 new tokens) and judge
-    them with the toy world's ground truth."""
-    import torch
-
+    """Sample four responses per held-out prompt (temperature 1, up to 48 new tokens) and judge
+    them with the toy world's ground truth (one sample per prompt was too noisy: 54% vs 70%
+    harmful on risky prompts for two runs of one config)."""
     from beaver.config.sections import GenerationCfg
     from beaver.data import encode_prompt
     from beaver.models.generation import eos_rate, generate
@@ -266,7 +266,7 @@ def judge_on_held_out_prompts(model_dir: Path, world_dir: Path) -> dict[str, flo
     records = load_prompts(world_dir / "prompts_eval.jsonl")
     prompts = [encode_prompt(tokenizer, r.prompt) for r in records]
     torch.manual_seed(0)
-    gen = GenerationCfg(max_new_tokens=48, num_return_sequences=2)
+    gen = GenerationCfg(max_new_tokens=48, num_return_sequences=4)
     outs = generate(model, tokenizer, prompts, gen, batch_size=64)
     judged = summarize_judgements(
         [(records[o.prompt_index].prompt, o.text) for o in outs], load_world(world_dir)
@@ -303,9 +303,14 @@ def test_toy_world_sft_targets(tmp_path: Path) -> None:
         f"model.name_or_path={world / 'model'}",
         f"data.train=[toyworld-sft:1.0:{world}]",
     ]
-    result = invoke(args)
-    assert result.exit_code == 0, result.output
-    scores = judge_on_held_out_prompts(out / "model", world)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the demo: tiny matrices, and 2 threads crawl on a shared CPU
+    try:
+        result = invoke(args)
+        assert result.exit_code == 0, result.output
+        scores = judge_on_held_out_prompts(out / "model", world)
+    finally:
+        torch.set_num_threads(threads)
     behaviour = json.loads((world / "stats.json").read_text())["behaviour"]
     summary = json.loads((out / "summary.json").read_text())
     print(

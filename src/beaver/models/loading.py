@@ -137,11 +137,20 @@ def load_causal_lm(
     return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, ds_config)
 
 
-def fit_embeddings(model: nn.Module, tokenizer: Any) -> None:
+def fit_embeddings(
+    model: nn.Module, tokenizer: Any, ds_config: dict[str, Any] | None = None
+) -> None:
     """Grow the embedding matrix when the tokenizer has more tokens than the model (added
-    special tokens); never shrink it (vocabularies are often padded to a multiple of 64)."""
+    special tokens); never shrink it (vocabularies are often padded to a multiple of 64).
+    Pass the ZeRO-3 `ds_config` the model was loaded with: resizing partitioned embeddings
+    gathers them, which transformers only does while it knows about ZeRO-3."""
     embeddings = model.get_input_embeddings()  # type: ignore[operator]
     size = getattr(embeddings, "num_embeddings", None)
-    if size is not None and len(tokenizer) > size:
-        log.warning("tokenizer has %d tokens, model embeddings %d: resizing", len(tokenizer), size)
+    if size is None or len(tokenizer) <= size:
+        return
+    log.warning("tokenizer has %d tokens, model embeddings %d: resizing", len(tokenizer), size)
+    _set_zero3(ds_config)
+    try:
         model.resize_token_embeddings(len(tokenizer))  # type: ignore[operator]
+    finally:
+        _set_zero3(None)

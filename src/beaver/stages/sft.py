@@ -103,7 +103,7 @@ def run(cfg: SFTConfig) -> None:
 
     def load_model(ds_config: dict[str, Any]) -> Any:
         model = load_causal_lm(cfg.model, dtype_of(cfg.deepspeed.precision), ds_config)
-        fit_embeddings(model, tokenizer)
+        fit_embeddings(model, tokenizer, ds_config)
         return model
 
     train_one_model(
