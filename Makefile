@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The tests' models are tiny: one intra-op thread is as fast alone and far faster on shared cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test test-fast bench lint format docker-build docker-run clean
+.PHONY: install demo test test-slow bench lint format docker-build docker-run clean
 
 install: $(STAMP)
 
