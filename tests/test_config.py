@@ -20,7 +20,9 @@ def test_yaml_and_overrides_merge() -> None:
     assert cfg.optim.lr == pytest.approx(1e-4)
     assert cfg.train.epochs == 7
     assert cfg.deepspeed.zero_stage == 2
-    assert cfg.model.name_or_path == "output/demo/toyworld/model"  # untouched keys keep the file's value
+    assert (
+        cfg.model.name_or_path == "output/demo/toyworld/model"
+    )  # untouched keys keep the file's value
 
 
 def test_interpolation_resolves(tmp_path: Path) -> None:
@@ -138,9 +140,17 @@ def test_partial_override_keeps_the_stages_own_section_defaults() -> None:
     cfg = load_config(ScoreConfig, None, [*base, "optim.lr=1e-5"])
     assert cfg.optim.lr == pytest.approx(1e-5)
     assert cfg.optim.weight_decay == pytest.approx(0.1)
-    ppo = load_config(PPOConfig, None, ["output_dir=o", "actor.name_or_path=a",
-                                        "reward_model.name_or_path=r", "data.train=[p]",
-                                        "critic_optim.lr=1e-3"])
+    ppo = load_config(
+        PPOConfig,
+        None,
+        [
+            "output_dir=o",
+            "actor.name_or_path=a",
+            "reward_model.name_or_path=r",
+            "data.train=[p]",
+            "critic_optim.lr=1e-3",
+        ],
+    )
     assert ppo.critic_optim.scheduler == "constant"
 
 

@@ -293,18 +293,25 @@ def eval_toyworld(
 @data_app.command("inspect")
 def data_inspect(
     spec: Annotated[list[str], typer.Argument(help="Dataset specs NAME[:PROP[:PATH]].")],
-    kind: Annotated[str, typer.Option(
-        help="auto | supervised | preference | safety_preference | prompt_only")] = "auto",
-    model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="Model folder or hub name whose tokenizer to use.")] = None,
+    kind: Annotated[
+        str, typer.Option(help="auto | supervised | preference | safety_preference | prompt_only")
+    ] = "auto",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Model folder or hub name whose tokenizer to use."),
+    ] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer (overrides --model).")] = None,
     max_length: Annotated[int, typer.Option(help="Longest tokenised sample.")] = 512,
     template: Annotated[str, typer.Option(help="auto | chat | reference")] = "auto",
     samples: Annotated[int, typer.Option("--samples", "-n", help="Samples to render.")] = 3,
-    imports: Annotated[list[str] | None, typer.Option(
-        "--import", help="Module registering custom datasets (repeatable).")] = None,
-    column: Annotated[list[str] | None, typer.Option(
-        help="Column mapping FIELD=COLUMN for json/jsonl/csv/parquet (repeatable).")] = None,
+    imports: Annotated[
+        list[str] | None,
+        typer.Option("--import", help="Module registering custom datasets (repeatable)."),
+    ] = None,
+    column: Annotated[
+        list[str] | None,
+        typer.Option(help="Column mapping FIELD=COLUMN for json/jsonl/csv/parquet (repeatable)."),
+    ] = None,
     on_bad_row: Annotated[str, typer.Option(help="error | skip")] = "error",
 ) -> None:
     """Sizes, rendered samples with trained spans highlighted, length statistics."""
@@ -314,9 +321,17 @@ def data_inspect(
         if on_bad_row not in ("error", "skip"):
             raise UserError(f"--on-bad-row must be error or skip, got {on_bad_row!r}")
         mapping = dict(c.partition("=")[::2] for c in column or [])
-        inspect_data(spec, kind=kind, tokenizer=tokenizer or model, max_length=max_length,
-                     template=template, num_samples=samples, imports=imports or [],
-                     columns=mapping, on_bad_row=on_bad_row)  # type: ignore[arg-type]
+        inspect_data(
+            spec,
+            kind=kind,
+            tokenizer=tokenizer or model,
+            max_length=max_length,
+            template=template,
+            num_samples=samples,
+            imports=imports or [],
+            columns=mapping,
+            on_bad_row=on_bad_row,  # type: ignore[arg-type]
+        )
 
 
 def main() -> None:
