@@ -8,6 +8,7 @@ and the GPU script must refuse a machine without CUDA with a message.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -138,11 +139,16 @@ def test_gpu_script_refuses_a_cpu_machine() -> None:
 
 @pytest.mark.slow
 def test_gpu_script_runs_on_cpu_in_smoke_mode() -> None:
+    # Earlier in-process tests leave this process's rendezvous (MASTER_PORT...) in the
+    # environment, with its port still listening: the child must pick its own.
+    rendezvous = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    env = {k: v for k, v in os.environ.items() if k not in rendezvous}
     done = subprocess.run(
         [sys.executable, str(BENCH / "gpu.py"), "--cpu-smoke"],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ppo_lag:" in done.stdout
