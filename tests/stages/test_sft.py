@@ -114,6 +114,9 @@ def test_sft_trains_and_saves_hf_model(
         assert (out / name).is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 24 and summary["final_eval"]["eval/loss"] == evals[-1]
+    # the process holds at least torch and the model: far more than 50 MiB, far less than 24 GiB
+    assert 50 < summary["peak_rss_mb"] < 24 * 1024
+    assert (summary["peak_gpu_mb"] is None) == (not torch.cuda.is_available())
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     assert type(model).__name__ == ARCHS[arch]
     assert AutoTokenizer.from_pretrained(out / "model").eos_token == "</s>"

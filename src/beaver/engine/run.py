@@ -8,6 +8,8 @@ model, summary.json + a few summary lines on the console.
 from __future__ import annotations
 
 import json
+import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,7 @@ def finish_run(
         "train_seconds": round(result.train_seconds, 1),
         "tokens": p.tokens,
         "tokens_per_s": round(result.tokens_per_s, 1),
+        **peak_memory(),
         "final_eval": result.last_eval,
         "model": str(model_dir) if model_dir else None,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
@@ -103,10 +106,34 @@ def finish_run(
     dist.finish(code)
 
 
+def peak_memory() -> dict[str, float | None]:
+    """Peak memory of this run, the largest over ranks, in MiB: the process's peak resident set
+    (`peak_rss_mb`, CPU memory, what offload and a CPU run use) and, on CUDA, the peak memory
+    allocated by torch on this rank's GPU (`peak_gpu_mb`, None without CUDA).
+
+    Each stage runs in its own process, so the process peak is the run's peak (a stage called
+    in-process by a test also counts what ran before it in that process).
+    """
+    import torch
+
+    # ru_maxrss is in KiB on Linux and in bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    values = {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10)}
+    if torch.cuda.is_available():
+        values["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    peak = dist.reduce_values(values, "max")
+    return {
+        "peak_rss_mb": round(peak["peak_rss_mb"], 1),
+        "peak_gpu_mb": round(peak["peak_gpu_mb"], 1) if "peak_gpu_mb" in peak else None,
+    }
+
+
 def _summary_text(s: dict[str, Any]) -> str:
+    gpu = f", peak GPU memory {s['peak_gpu_mb']:.0f} MiB" if s["peak_gpu_mb"] is not None else ""
     lines = [
         f"{s['status']}: {s['steps']} steps ({s['skipped_steps']} skipped) in "
         f"{s['wall_seconds']} s ({s['train_seconds']} s training), {s['tokens_per_s']} tokens/s",
+        f"peak memory: {s['peak_rss_mb']:.0f} MiB resident{gpu}",
     ]
     if s["final_eval"]:
         lines.append("final eval: " + "  ".join(f"{k}={v:.4g}" for k, v in s["final_eval"].items()))
