@@ -187,3 +187,31 @@ def test_changed_config_of_a_finished_run_stops_the_sweep(tmp_path: Path) -> Non
     done, note = _decide(job, evaluation, new, {"status": "finished", "config": old})
     assert not done and "evaluating again" in note
     assert Prepared(run, new, trains=True, done=False).args()[-1] == "train.resume=auto"
+
+
+def test_console_table_shows_groups_and_plain_text() -> None:
+    from rich.console import Console
+
+    from beaver.sweep.results import results_table
+
+    rows = [
+        {
+            "id": "m-[b]x[/b]",
+            "method": "m",
+            "status": "finished",
+            "helpfulness_risky": 0.5,
+            "harmful_rate_risky": 0.0125,
+            "harmful_rate_by_category.crime": 0.25,
+            "harmful_rate_by_severity.3": 0.1,
+            "wall_seconds": 95.4,
+            "peak_rss_mb": 812.0,
+        },
+        {"id": "shared", "method": None, "status": "finished"},  # shared stages: not in the table
+        {"id": "m-failed", "method": "m", "status": "failed", "harmful_rate_risky": float("nan")},
+    ]
+    console = Console(record=True, width=250)
+    console.print(results_table(rows, "t"))
+    text = console.export_text()
+    assert "m-[b]x[/b]" in text and "shared" not in text  # markup-like text printed as it is
+    for needle in ("crime", "severity 3", "0.500", "1.2%", "25.0%", "10.0%", "95", "812", "failed"):
+        assert needle in text

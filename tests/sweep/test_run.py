@@ -236,3 +236,45 @@ def test_a_bad_key_in_any_point_stops_the_sweep_before_it_runs(world: Path, tmp_
     text = " ".join((done.stdout + done.stderr).split())
     assert "points/sft-lr=fast, step run" in text and "`optim.lr` = 'fast'" in text
     assert "Traceback" not in text and not (tmp_path / "s" / "points").exists()
+
+
+def test_arena_evaluation_scores_each_point_with_reward_and_cost_models(
+    world: Path, tmp_path: Path
+) -> None:
+    """Two baselines (the random world model and a second random model) judged by `eval arena`
+    with untrained reward and cost models: the table carries blue's (the point's) numbers."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from beaver.config.toyworld import ToyModelConfig
+    from beaver.models.score import save_score_model, score_model_from_backbone
+    from beaver.toyworld.assets import build_model
+
+    tok = AutoTokenizer.from_pretrained(world / "model")
+    other = tmp_path / "other"
+    model = build_model(ToyModelConfig(hidden_size=32, num_layers=2, num_heads=4), tok, seed=1)
+    model.save_pretrained(other)
+    tok.save_pretrained(other)
+    for kind in ("reward", "cost"):
+        backbone = AutoModel.from_pretrained(world / "model")
+        score = score_model_from_backbone(backbone, world / "model", score_type=kind)
+        save_score_model(score, tmp_path / kind, tok)
+    out = tmp_path / "sweep"
+    cfg = {
+        "output_dir": str(out),
+        "methods": {"a": {"policy": f"{world}/model"}, "b": {"policy": str(other)}},
+        "evaluation": {"kind": "arena", "overrides": {
+            "red_model": f"{world}/model", "reward_model": str(tmp_path / "reward"),
+            "cost_model": str(tmp_path / "cost"), "prompts": f"{world}/prompts_eval.jsonl",
+            "generation.max_new_tokens": 8}},
+    }  # fmt: skip
+    done = run_sweep(write(tmp_path / "sweep.yaml", cfg))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())["points"]
+    for row in rows:
+        summary = json.loads((out / "points" / row["id"] / "eval" / "summary.json").read_text())
+        assert row["reward"] == summary["reward"]["policy_mean"]
+        assert row["cost"] == summary["cost"]["policy_mean"]
+        assert row["helpfulness_risky"] == summary["toyworld"]["policy"]["mean_helpfulness_risky"]
+    # "a" is the red model itself, answering greedily: it ties red on every prompt
+    a = json.loads((out / "points" / "a" / "eval" / "summary.json").read_text())
+    assert a["reward"]["policy_vs_red"]["tie_rate"] == 1.0

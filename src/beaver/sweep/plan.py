@@ -156,62 +156,60 @@ def point_id(method: str, settings: dict[str, Any], taken: set[str]) -> str:
 def build_plan(cfg: SweepConfig) -> list[Job]:
     """The shared stages (in order), then every point of every method (in order)."""
     root = Path(cfg.output_dir)
-    shared_dirs = {name: str(root / "shared" / name) for name in cfg.shared}
+    shared = {name: str(root / "shared" / name) for name in cfg.shared}
     jobs: list[Job] = []
     for name, step in cfg.shared.items():
-        folders = {"sweep": str(root), **shared_dirs}
         needs = placeholders(step.overrides) & set(cfg.shared)
-        built = _step(name, step, folders, {}, root / "shared" / name)
+        built = _step(name, step, {"sweep": str(root), **shared}, {}, Path(shared[name]))
         jobs.append(Job(f"shared/{name}", None, name, {}, [built], frozenset(needs)))
     taken: set[str] = set()
     for method_name, method in cfg.methods.items():
-        chain = method.steps or (
-            {
-                ONE_STEP: StepCfg(
-                    command=method.command, config=method.config, overrides=method.overrides
-                )
-            }
-            if method.command
-            else {}
-        )
         for settings in point_settings(method):
             pid = point_id(method_name, settings, taken)
             taken.add(pid)
-            point_dir = root / "points" / pid
-            folders = {"sweep": str(root), "point": str(point_dir), **shared_dirs}
-            steps = []
-            for step_name, step in chain.items():
-                mine = {
-                    k.rpartition(":")[2]: v
-                    for k, v in settings.items()
-                    if k.rpartition(":")[0] in ("", step_name)
-                }
-                steps.append(_step(step_name, step, folders, mine, point_dir / step_name))
-                folders[step_name] = str(point_dir / step_name)
-            used = placeholders(
-                [method.overrides, method.policy, settings, [s.overrides for s in chain.values()]]
-            )
-            policy = (
-                Path(fill(method.policy, folders))
-                if method.policy
-                else (Path(steps[-1].dir) / "model")
-            )
-            evaluation = _eval_step(cfg, folders, point_dir, policy)
-            if evaluation is not None:
-                steps.append(evaluation)
-                used |= placeholders(cfg.evaluation.overrides)
-            jobs.append(
-                Job(
-                    f"points/{pid}",
-                    method_name,
-                    point_label(settings) if settings else "",
-                    settings,
-                    steps,
-                    frozenset(used & set(cfg.shared)),
-                    policy,
-                )
-            )
+            jobs.append(_point(cfg, method_name, method, settings, pid, shared))
     return jobs
+
+
+def _chain(method: MethodCfg) -> dict[str, StepCfg]:
+    if method.steps or method.command is None:
+        return method.steps
+    one = StepCfg(command=method.command, config=method.config, overrides=method.overrides)
+    return {ONE_STEP: one}
+
+
+def _point(
+    cfg: SweepConfig,
+    method_name: str,
+    method: MethodCfg,
+    settings: dict[str, Any],
+    pid: str,
+    shared: dict[str, str],
+) -> Job:
+    """One point: its steps in order (each may name the earlier ones), then its evaluation."""
+    point_dir = Path(cfg.output_dir) / "points" / pid
+    folders = {"sweep": cfg.output_dir, "point": str(point_dir), **shared}
+    chain = _chain(method)
+    steps = []
+    for name, step in chain.items():
+        # grid keys `STEP:key` go to that step; bare keys to the one step of a one-step method
+        mine = {
+            k.rpartition(":")[2]: v
+            for k, v in settings.items()
+            if k.rpartition(":")[0] in ("", name)
+        }
+        steps.append(_step(name, step, folders, mine, point_dir / name))
+        folders[name] = str(point_dir / name)
+    policy = Path(fill(method.policy, folders)) if method.policy else steps[-1].dir / "model"
+    used = placeholders([method.policy, settings, [s.overrides for s in chain.values()]])
+    evaluation = _eval_step(cfg, folders, point_dir, policy)
+    if evaluation is not None:
+        steps.append(evaluation)
+        used |= placeholders(cfg.evaluation.overrides)
+    label = point_label(settings) if settings else ""
+    return Job(
+        f"points/{pid}", method_name, label, settings, steps, frozenset(used & set(shared)), policy
+    )
 
 
 def _step(

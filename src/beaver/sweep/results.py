@@ -220,7 +220,8 @@ _TABLE = (
     ("harm risky", "harmful_rate_risky", True),
 )
 _COSTS = (("reward", "reward", False), ("cost", "cost", False))
-CATEGORY = "harmful_rate_by_category."
+GROUPS = {"harmful_rate_by_category.": "", "harmful_rate_by_severity.": "severity "}
+"""Per-group harmful rates shown on the console, with their column headers' prefix."""
 
 
 def _cell(value: Any, pct: bool) -> Text:
@@ -232,13 +233,20 @@ def _cell(value: Any, pct: bool) -> Text:
 def results_table(rows: list[Row], title: str) -> Table:
     """The points as a rich table; data and paths are plain text (never read as markup)."""
     points = [r for r in rows if r["method"] is not None]
-    categories = sorted({k for r in points for k in r if k.startswith(CATEGORY)})
+    groups = {
+        k: prefix + k.removeprefix(group)
+        for r in points
+        for k in r
+        for group, prefix in GROUPS.items()
+        if k.startswith(group)
+    }
+    categories = sorted(groups)
     table = Table(title=title)
     for name in (
         "point",
         "status",
         *(c[0] for c in _TABLE),
-        *(c[len(CATEGORY) :] for c in categories),
+        *(groups[c] for c in categories),
         "reward",
         "cost",
         "wall s",
