@@ -210,3 +210,13 @@ def test_config_mistakes_are_named(fields: dict[str, Any], needle: str) -> None:
 def test_encoded_overrides_read_back_as_the_same_value(value: Any) -> None:
     text = f"key={encode_value(value)}"
     assert OmegaConf.to_container(OmegaConf.from_dotlist([text]))["key"] == value  # type: ignore[index]
+
+
+def test_the_readme_example_is_a_valid_sweep() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("```yaml\noutput_dir: output/sweeps/mine") + len("```yaml\n")
+    example = OmegaConf.to_container(OmegaConf.create(readme[start : readme.index("```", start)]))
+    cfg = load_config(SweepConfig, None, defaults=example)  # type: ignore[arg-type]
+    points = [j.id for j in build_plan(cfg) if j.method is not None]
+    # sft, 3 shaping weights, 3 bounds, 2 SACPO lambdas
+    assert len(points) == 1 + 3 + 3 + 2 and "points/sacpo-sacpo_lambda=2" in points
