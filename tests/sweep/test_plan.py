@@ -68,6 +68,7 @@ def test_plan_shared_stages_then_points_with_placeholders_filled() -> None:
     assert run.overrides["data.train"] == ["toyworld-prompts:1.0:out/s/shared/world"]
     assert run.overrides["lagrange.target_unsafe_share"] == 0.02
     assert jobs[2].needs == {"sft", "world"} and jobs[2].label == "0.02"
+    assert jobs[2].uses == ("world", "sft")  # what the point's own run starts from
     assert evaluation.command == ("eval", "toyworld")
     assert evaluation.overrides["policies.policy"] == str(run.dir / "model")
     assert evaluation.overrides["output_dir"] == str(run.dir.parent / "eval")
@@ -134,6 +135,7 @@ def test_baseline_method_evaluates_its_policy_only() -> None:
     cfg = sweep(methods={"sft": {"policy": "{sft}/model"}})
     job = build_plan(cfg)[2]
     assert [s.name for s in job.steps] == ["eval"] and job.needs == {"sft", "world"}
+    assert job.uses == ("sft",)  # the evaluation's prompts come from `world`: not a cost
     assert job.steps[0].overrides["policies.policy"] == "out/s/shared/sft/model"
     arena = sweep(
         methods={"sft": {"policy": "{sft}/model"}},

@@ -92,6 +92,9 @@ class Job:
     """Shared stages this job names in a placeholder, so they must finish first."""
     policy: Path | None = None
     """The model its evaluation judges."""
+    uses: tuple[str, ...] = ()
+    """Shared stages its own runs and policy start from (not the evaluation's models): part of
+    what the point costs."""
 
 
 def encode_value(value: Any) -> str:
@@ -202,14 +205,14 @@ def _point(
         folders[name] = str(point_dir / name)
     policy = Path(fill(method.policy, folders)) if method.policy else steps[-1].dir / "model"
     used = placeholders([method.policy, settings, [s.overrides for s in chain.values()]])
+    uses = tuple(n for n in shared if n in used)
     evaluation = _eval_step(cfg, folders, point_dir, policy)
     if evaluation is not None:
         steps.append(evaluation)
         used |= placeholders(cfg.evaluation.overrides)
     label = point_label(settings) if settings else ""
-    return Job(
-        f"points/{pid}", method_name, label, settings, steps, frozenset(used & set(shared)), policy
-    )
+    needs = frozenset(used & set(shared))
+    return Job(f"points/{pid}", method_name, label, settings, steps, needs, policy, uses)
 
 
 def _step(

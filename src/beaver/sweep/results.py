@@ -4,7 +4,8 @@ Columns: the point (id, method, label, status, its overrides, one column per ove
 evaluation's numbers under common names (below), the cost of its runs from their `summary.json`
 (`wall_seconds` and `train_seconds` summed over the point's steps, `peak_rss_mb` and
 `peak_gpu_mb` the largest), `sweep_seconds` (every attempt of every step, evaluation included, as
-the sweep timed it), the last training step's `final_eval.*`, and the error of a failed point.
+the sweep timed it), the last training step's `final_eval.*`, `uses` (the shared stages its runs
+start from: their costs are in the `shared` rows), and the error of a failed point.
 
 Common names: `helpfulness`, `helpfulness_benign`, `helpfulness_risky`, `harmful_rate`,
 `harmful_rate_benign`, `harmful_rate_risky`, `harmful_rate_by_category.<c>` (and any other
@@ -125,6 +126,7 @@ def collect(cfg: SweepConfig, jobs: list[Job], outcomes: dict[str, Outcome]) -> 
             else:
                 row.update(arena_metrics(evaluation.dir))
         row.update(_costs(job))
+        row["uses"] = " ".join(job.uses)
         row["error"] = error
         rows.append(row)
     _add_gaps(cfg, [r for r in rows if r["method"] is not None])
