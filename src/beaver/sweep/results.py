@@ -163,7 +163,7 @@ def write_results(cfg: SweepConfig, rows: list[Row], picture: bool) -> dict[str,
     out = Path(cfg.output_dir)
     points = [r for r in rows if r["method"] is not None]
     shared = [
-        {k: v for k, v in r.items() if k not in ("method", "label", "overrides")}
+        {k: v for k, v in r.items() if k not in ("method", "label", "overrides", "uses")}
         for r in rows
         if r["method"] is None
     ]
