@@ -183,6 +183,9 @@ def test_changed_config_of_a_finished_run_stops_the_sweep(tmp_path: Path) -> Non
         _decide(job, run, new, {"status": "finished", "config": old})
     # not finished and no checkpoint yet: it simply runs with the new config
     assert _decide(job, run, new, {"status": "failed", "config": old}) == (False, "")
+    # a newer beaver with one more config field (its default) has not changed the run
+    newer = {**old, "lagrange": {"lambda_lr": 0.1, "new_field": 1}}
+    assert _decide(job, run, newer, {"status": "finished", "config": old}) == (True, "")
     # an evaluation holds no state: it is run again
     done, note = _decide(job, evaluation, new, {"status": "finished", "config": old})
     assert not done and "evaluating again" in note

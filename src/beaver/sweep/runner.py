@@ -136,26 +136,27 @@ def _decide(
     """(done, note): finished with this config; or why not. Raises when results would be stale."""
     if record is None:
         return False, ""
-    if record.get("config") == config:
+    changed = changed_keys(record.get("config") or {}, config)
+    if not changed:
         return record.get("status") == FINISHED, ""
-    changed = _changed_keys(record.get("config") or {}, config)
+    listed = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
     if step.name == EVAL:
-        return False, f"evaluation config changed ({changed}): evaluating again"
+        return False, f"evaluation config changed ({listed}): evaluating again"
     if record.get("status") == FINISHED or latest_checkpoint(step.dir / "checkpoints"):
         raise UserError(
-            f"{job.id}, step {step.name} was run with another config (changed: {changed}); "
+            f"{job.id}, step {step.name} was run with another config (changed: {listed}); "
             f"delete {step.dir.parent if job.method else step.dir} to run it again, or give the "
             "sweep another output_dir."
         )
     return False, ""
 
 
-def _changed_keys(old: dict[str, Any], new: dict[str, Any]) -> str:
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` for each key whose value differs. Keys in only one of them are left out:
+    a newer beaver may add config fields (with defaults) or drop some, which is not a change
+    of the run."""
     a, b = flatten(old), flatten(new)
-    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    return ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys[:5]) + (
-        f" and {len(keys) - 5} more" if len(keys) > 5 else ""
-    )
+    return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
 
 
 @dataclass
@@ -201,7 +202,7 @@ class Runner:
     def _run_step(self, job: Job, p: Prepared) -> Outcome:
         step = p.step
         record = read_record(step) or {}
-        if record.get("config") != p.resolved:  # a new or reconfigured step starts its count
+        if changed_keys(record.get("config") or {}, p.resolved):  # reconfigured: a new count
             record = {}
         attempt = int(record.get("attempts", 0)) + 1
         if self.stop_signal is not None:
