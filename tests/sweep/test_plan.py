@@ -97,6 +97,18 @@ def test_grid_crossed_with_points_and_labels() -> None:
     assert jobs[0].label == "y=p x=1"
 
 
+def test_grid_values_overridden_from_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "output_dir: out\nmethods:\n  ppo-lag:\n    command: ppo-lag\n"
+        "    grid: {lagrange.target_unsafe_share: [0.02, 0.1]}\n"
+    )
+    cfg = load_config(
+        SweepConfig, path, ["methods.ppo-lag.grid.lagrange.target_unsafe_share=[0.5]"]
+    )
+    assert cfg.methods["ppo-lag"].grid == {"lagrange.target_unsafe_share": [0.5]}
+
+
 def test_colliding_ids_get_a_digest() -> None:
     # paths are shown by their last part, so two folders named `a` would share an id
     cfg = sweep(methods={"m": {"command": "sft", "grid": {"model.name_or_path": ["x/a", "y/a"]}}})

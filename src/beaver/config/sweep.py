@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from beaver.config._base import Section
 
@@ -65,6 +65,12 @@ class MethodCfg(Section):
     """The model the evaluation judges; default `<last step>/model`."""
     label: str | None = None
     """Name in the legend and the table; default the method's key."""
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _flat_grid(cls, grid: Any) -> Any:
+        # `methods.m.grid.lagrange.lambda_fixed=[...]` on the command line arrives nested
+        return flatten(grid) if isinstance(grid, dict) else grid
 
     @model_validator(mode="after")
     def _shape(self) -> MethodCfg:

@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt
+from matplotlib.ticker import PercentFormatter
 
 Point = tuple[float, float]
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
@@ -73,10 +74,18 @@ class Series:
 
 
 def plot_frontier(
-    series: Sequence[Series], out: str | Path, x_label: str, y_label: str, title: str = ""
+    series: Sequence[Series],
+    out: str | Path,
+    x_label: str,
+    y_label: str,
+    title: str = "",
+    x_percent: bool = False,
 ) -> Path:
-    """One PNG: every method's points (one marker style each, labelled), its front as a staircase."""
+    """One PNG: every method's points (one marker style each, labelled), its front as a staircase;
+    `x_percent` shows x (a rate in [0, 1]) in percent."""
     fig, ax = plt.subplots(figsize=(8, 6))
+    if x_percent:
+        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, s in enumerate(series):
         color, marker = colors[k % len(colors)], MARKERS[k % len(MARKERS)]

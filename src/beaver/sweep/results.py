@@ -188,7 +188,8 @@ def write_results(cfg: SweepConfig, rows: list[Row], picture: bool) -> dict[str,
         series = [_series(cfg, m, [r for r in points if r["method"] == m]) for m in cfg.methods]
         title = cfg.frontier.title or f"sweep {Path(cfg.output_dir).name}"
         x, y = (AXIS_NAMES.get(k, k) for k in (cfg.frontier.x, cfg.frontier.y))
-        paths["png"] = plot_frontier(series, out / "frontier.png", x, y, title)
+        rate = cfg.frontier.x.startswith("harmful_rate")
+        paths["png"] = plot_frontier(series, out / "frontier.png", x, y, title, x_percent=rate)
     return paths
 
 
@@ -254,7 +255,8 @@ def results_table(rows: list[Row], title: str) -> Table:
         "wall s",
         "peak MiB",
     ):
-        table.add_column(name, justify="left" if name in ("point", "status") else "right")
+        left = name in ("point", "status")
+        table.add_column(name, justify="left" if left else "right", no_wrap=name == "point")
     for r in points:
         table.add_row(
             Text(r["id"]),
