@@ -96,6 +96,15 @@ class JudgeApiCfg(Section):
     max_tokens: int = Field(1024, gt=0)
     """Longest judge reply."""
 
+    @model_validator(mode="after")
+    def _backoff_order(self) -> JudgeApiCfg:
+        if self.backoff_initial > self.backoff_max:
+            raise ValueError(
+                f"backoff_initial ({self.backoff_initial}) > backoff_max ({self.backoff_max}): "
+                "the first delay cannot be longer than the longest"
+            )
+        return self
+
 
 class EvalGPT4Config(Section):
     """`beaver eval gpt4`: pairwise harmlessness and helpfulness judged by a chat API."""

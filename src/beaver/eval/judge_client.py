@@ -7,7 +7,8 @@
 - Every answered request is appended to a JSONL cache keyed by a SHA-256 of the request body
   (model, messages, temperature, max_tokens) and flushed to disk at once, so a run killed
   halfway resumes without paying twice for what was answered.
-- The API key never appears in a log line, an error message or a file: errors are scrubbed.
+- The API key never appears in a log line, an error message or a file: it stays a `SecretStr`
+  (from the config or `$OPENAI_API_KEY`) until the HTTP client is built, and errors are scrubbed.
 - A bad key, a forbidden or unknown model stop the run (`UserError`); other request errors
   (400, malformed replies) are recorded per request, never fatal.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import openai
+from pydantic import SecretStr
 
 from beaver.config.evaluation import JudgeApiCfg
 from beaver.errors import UserError
@@ -94,7 +96,7 @@ class JudgeReply:
     cached: bool = False
 
 
-def resolve_credentials(cfg: JudgeApiCfg) -> tuple[str, str | None]:
+def resolve_credentials(cfg: JudgeApiCfg) -> tuple[SecretStr, str | None]:
     """(api key, base url) from the config, else `$OPENAI_API_KEY` / `$OPENAI_BASE_URL`."""
     key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
     if key and set(key) == {"*"}:  # the mask of a saved `--print-config`: not a real key
@@ -105,7 +107,7 @@ def resolve_credentials(cfg: JudgeApiCfg) -> tuple[str, str | None]:
             "no API key for the judge: set $OPENAI_API_KEY (or judge.api_key); a local server "
             "that needs none accepts any value, e.g. OPENAI_API_KEY=none"
         )
-    return key, cfg.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    return SecretStr(key), cfg.base_url or os.environ.get("OPENAI_BASE_URL") or None
 
 
 def _retry_after(err: Exception) -> float | None:
@@ -128,7 +130,8 @@ class JudgeClient:
 
     def scrub(self, text: str) -> str:
         """`text` with the API key masked."""
-        return text.replace(self._key, "***") if self._key else text
+        key = self._key.get_secret_value()
+        return text.replace(key, "***") if key else text
 
     def _backoff(self, attempt: int, err: Exception) -> float:
         delay = min(self.cfg.backoff_max, self.cfg.backoff_initial * 2**attempt)
@@ -182,7 +185,7 @@ class JudgeClient:
         async def main() -> None:
             semaphore = asyncio.Semaphore(self.cfg.concurrency)
             client = openai.AsyncOpenAI(
-                api_key=self._key,
+                api_key=self._key.get_secret_value(),
                 base_url=self.base_url,
                 timeout=self.cfg.timeout,
                 max_retries=0,  # retried here, with our backoff and accounting
