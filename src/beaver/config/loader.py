@@ -106,8 +106,8 @@ def _parse_overrides(overrides: list[str], schema: type[BaseModel]) -> DictConfi
             if _is_secret(schema, key.split(".")):
                 item = f"{key}=**********"
             raise UserError(
-                f"Override {item} does not parse: {problem} (quote a value that holds "
-                "brackets or braces, e.g. key='[a'; lists are written key=[a,b])"
+                f"Override {item} does not parse: {problem} (quote a value that holds YAML's "
+                "special characters, e.g. key='[a' or key='*x'; lists are written key=[a,b])"
             ) from None
     raise UserError("The overrides do not parse together; check their keys for conflicts.")
 
