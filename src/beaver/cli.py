@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from rich.text import Text
 
 from beaver.config import ChatConfig, PPOConfig, ScoreConfig, SFTConfig, dump_config, load_config
-from beaver.console import plain_console
+from beaver.console import plain_console, plain_warnings
 from beaver.errors import UserError
 
 app = typer.Typer(
@@ -339,6 +339,7 @@ def main() -> None:
     """Console-script entry point."""
     # Per-file progress bars of transformers / hub drown beaver's own console output.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    plain_warnings()
     # `deepspeed --module beaver ...` appends --local_rank=N (LOCAL_RANK is in the environment too)
     sys.argv = [a for a in sys.argv if not a.startswith("--local_rank")]
     app(prog_name="beaver")

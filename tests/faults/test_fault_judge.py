@@ -28,7 +28,9 @@ def _args(tmp_path: Path, judge: FakeJudge) -> list[str]:
     red, blue = tmp_path / "red.jsonl", tmp_path / "blue.jsonl"
     prompts = [f"question number {i}?" for i in range(N)]
     red.write_text("".join(json.dumps({"prompt": p, "answer": "here"}) + "\n" for p in prompts))
-    blue.write_text("".join(json.dumps({"prompt": p, "answer": "I cannot"}) + "\n" for p in prompts))
+    blue.write_text(
+        "".join(json.dumps({"prompt": p, "answer": "I cannot"}) + "\n" for p in prompts)
+    )
     return [
         "eval", "gpt4", f"red_answers={red}", f"blue_answers={blue}", f"judge.base_url={judge.url}",
         "judge.max_retries=0", f"output_dir={tmp_path / 'out'}",
@@ -56,6 +58,7 @@ def test_replies_that_are_no_judgement_are_not_cached_and_asked_again(
     out = beaver(*args, env=KEY, code=0)
     assert "4 of 8 requests could not be judged" in out.output
     assert len(_cache(tmp_path)) == 4  # only the well-formed judgements
+    assert "blue losses" in out.output and "losss" not in out.output
     judge.reply = default_reply  # the judge behaves again: only the 4 failures are asked again
     sent = len(judge.bodies)
     out = beaver(*args, env=KEY, code=0)
