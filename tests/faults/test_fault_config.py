@@ -21,6 +21,8 @@ def test_api_key_is_not_printed_when_a_whole_config_validator_fails(tmp_path: Pa
 def test_a_secret_of_the_wrong_type_is_masked() -> None:
     out = beaver("eval", "gpt4", "red_model=m", "blue_model=n", f"judge.api_key=[{SECRET}]")
     assert SECRET not in out.output and "judge.api_key" in out.output
+    out = beaver("eval", "gpt4", "red_model=m", "blue_model=n", f"judge={SECRET}")  # a section
+    assert SECRET not in out.output and "`judge`" in out.output
 
 
 def test_api_key_is_not_printed_when_another_override_does_not_parse() -> None:

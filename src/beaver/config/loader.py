@@ -163,11 +163,11 @@ def _is_secret(schema: type[BaseModel], loc: list[str]) -> bool:
 
 
 def _shown_value(schema: type[BaseModel], loc: list[str], value: Any) -> str | None:
-    """The given value for an error message: a secret masked, a mapping (a section, maybe with a
-    secret in it) not at all, anything else as a short repr."""
+    """The given value for an error message: a secret masked; a section's value or a mapping
+    (which may hold a secret) not at all; anything else as a short repr."""
     if _is_secret(schema, loc):
         return "'**********'"
-    if isinstance(value, Mapping) or (
+    if _is_section(schema, loc) or isinstance(value, Mapping) or (
         isinstance(value, list | tuple) and any(isinstance(v, Mapping | list) for v in value)
     ):
         return None

@@ -67,10 +67,14 @@ def disk_errors(what: str, folder: Path, advice: str = "run again") -> Iterator[
         about_writing = [t for t in texts if any(w in t.lower() for w in words)]
         if isinstance(err, RuntimeError) and not about_writing:
             raise
+        denied = isinstance(err, PermissionError)
+        fix = (
+            "Make it writable (or choose another output_dir)"
+            if denied
+            else f"{_free_space(folder)} Free some space (or choose an output_dir on another disk)"
+        )
         raise UserError(
-            f"cannot write {what} to {folder}: {(about_writing or texts)[-1]} (a failed write). "
-            f"{_free_space(folder)} Free some space (or choose an output_dir on another disk) "
-            f"and {advice}."
+            f"cannot write {what} to {folder}: {(about_writing or texts)[-1]}. {fix} and {advice}."
         ) from None
 
 

@@ -296,9 +296,10 @@ def _changed_settings(
         changes.append(f"schedule length {length} -> {total_steps} steps")
     if not changes:
         return None
+    listed = ", ".join(dict.fromkeys(changes))  # two critics share critic_optim: said once
     return (
         f"resumed with changed optimiser settings, applied from step {meta['progress']['step']} "
-        f"(the optimiser's moments and the schedule's position kept): {', '.join(changes)}"
+        f"(the optimiser's moments and the schedule's position kept): {listed}"
     )
 
 
