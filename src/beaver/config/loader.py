@@ -167,8 +167,10 @@ def _shown_value(schema: type[BaseModel], loc: list[str], value: Any) -> str | N
     (which may hold a secret) not at all; anything else as a short repr."""
     if _is_secret(schema, loc):
         return "'**********'"
-    if _is_section(schema, loc) or isinstance(value, Mapping) or (
-        isinstance(value, list | tuple) and any(isinstance(v, Mapping | list) for v in value)
+    if (
+        _is_section(schema, loc)
+        or isinstance(value, Mapping)
+        or (isinstance(value, list | tuple) and any(isinstance(v, Mapping | list) for v in value))
     ):
         return None
     text = repr(value)
