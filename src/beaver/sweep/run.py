@@ -17,6 +17,7 @@ from rich.text import Text
 
 from beaver.config.loader import dump_config
 from beaver.config.sweep import SweepConfig
+from beaver.console import plain_console
 from beaver.errors import UserError
 from beaver.sweep.plan import Job, build_plan
 from beaver.sweep.results import collect, results_table, write_results
@@ -61,13 +62,13 @@ def print_plan(
 
 def run(cfg: SweepConfig, dry_run: bool = False) -> int:
     """Run the sweep (or, with `dry_run`, check it and list its commands); returns the exit code."""
-    console = Console(highlight=False)
+    console = plain_console()
     if not console.is_terminal:  # a log file: room for the table's columns
-        console = Console(highlight=False, width=160)
+        console = plain_console(width=160)
     out = Path(cfg.output_dir)
     jobs = build_plan(cfg)
     steps = sum(len(j.steps) for j in jobs)
-    with console.status(f"checking the config of each of the {steps} runs"):
+    with console.status(Text(f"checking the config of each of the {steps} runs")):
         prepared = prepare(jobs)
     left = sum(not p.done for p in prepared.values())
     points = sum(j.method is not None for j in jobs)

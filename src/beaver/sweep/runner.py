@@ -193,7 +193,7 @@ class Runner:
             if p.done:
                 continue
             if p.note:
-                self.console.print(f"{job.id}: {p.note}", markup=False, highlight=False)
+                self.console.print(f"{job.id}: {p.note}")
             outcome = self._run_step(job, p)
             if outcome.status != FINISHED:
                 return outcome
@@ -225,9 +225,7 @@ class Runner:
                     start_new_session=True,
                 )
                 self._procs.add(proc)
-            self.console.print(
-                f"{job.id}: {step.name} started (log: {step.log})", markup=False, highlight=False
-            )
+            self.console.print(f"{job.id}: {step.name} started (log: {step.log})")
             write_record(
                 step,
                 {
@@ -259,9 +257,7 @@ class Runner:
                 "config": p.resolved,
             },
         )
-        self.console.print(
-            f"{job.id}: {step.name} {status} after {seconds:.0f} s", markup=False, highlight=False
-        )
+        self.console.print(f"{job.id}: {step.name} {status} after {seconds:.0f} s")
         return Outcome(status, error, step.name)
 
     def schedule(
