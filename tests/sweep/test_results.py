@@ -122,6 +122,7 @@ def test_table_csv_json_and_picture(tmp_path: Path) -> None:
 def test_helpfulness_split_from_responses_when_results_lack_it(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     job = build_plan(cfg)[0]
+    finish(job.steps[0])  # its training run
     evaluation = job.steps[-1]
     evaluation.dir.mkdir(parents=True)
     (evaluation.dir / "results.json").write_text(json.dumps({"policy": {"helpfulness": 0.1}}))

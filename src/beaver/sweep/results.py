@@ -116,11 +116,12 @@ def collect(cfg: SweepConfig, jobs: list[Job], outcomes: dict[str, Outcome]) -> 
             "label": job.label,
             "status": status,
             "overrides": job.overrides,
-            **{k: v for k, v in job.overrides.items()},
+            **job.overrides,
         }
         evaluation = next((s for s in job.steps if s.name == EVAL), None)
         record = read_record(evaluation) if evaluation is not None else None
-        if evaluation is not None and record is not None and record.get("status") == FINISHED:
+        # numbers only for a finished point: an evaluation of an earlier run may still be there
+        if status == FINISHED and evaluation is not None and record is not None:
             if cfg.evaluation.kind == "toyworld":
                 row.update(toyworld_metrics(evaluation.dir, record["config"]["prompts"]))
             else:
