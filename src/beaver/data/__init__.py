@@ -48,7 +48,6 @@ del _sources
 __all__ = [
     "IGNORE_INDEX",
     "KINDS",
-    "LabeledPreferenceDataset",
     "PROMPT_ASSISTANT",
     "PROMPT_BEGIN",
     "PROMPT_USER",
@@ -56,6 +55,7 @@ __all__ = [
     "DataStats",
     "DataWarning",
     "DatasetSpec",
+    "LabeledPreferenceDataset",
     "PreferenceDataset",
     "PromptOnlyDataset",
     "RawDataset",
