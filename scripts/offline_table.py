@@ -28,6 +28,16 @@ RUNS = {
 PREREQ = {"ppo-lag": ["rm", "cm"]}
 
 
+def runs_of(demo: Path, policy: str) -> list[str]:
+    """The runs behind a policy: `RUNS`, else a SACPO variant (`sacpo-...`) after its DPO step,
+    else the run of the same name when there is one."""
+    if policy in RUNS:
+        return RUNS[policy]
+    if policy.startswith("sacpo"):
+        return ["dpo", policy]
+    return [policy] if (demo / policy / "summary.json").is_file() else []
+
+
 def summary(demo: Path, run: str) -> dict[str, Any]:
     return json.loads((demo / run / "summary.json").read_text())
 
@@ -42,7 +52,7 @@ def main() -> None:
     results = json.loads((demo / "offline" / "results.json").read_text())
     rows, timings = [], {}
     for policy, r in results.items():
-        runs = RUNS.get(policy, [])
+        runs = runs_of(demo, policy)
         s = [summary(demo, run) for run in runs]
         extra = merge_s if policy == "p-sacpo" else 0.0
         train = sum(x["train_seconds"] for x in s)
