@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from beaver.config._base import Section
+from beaver.config._base import OutputDir, Section
 from beaver.config.sections import (
     DataCfg,
     DeepSpeedCfg,
@@ -27,7 +27,7 @@ from beaver.config.sections import (
 class TrainStage(Section):
     """What every training stage has: where it writes, how it trains, logs and launches."""
 
-    output_dir: str
+    output_dir: OutputDir
     """Run folder: resolved config, DeepSpeed config, metrics.jsonl, checkpoints, final model."""
     train: TrainCfg = Field(default_factory=TrainCfg)
     """The training loop."""
@@ -240,7 +240,7 @@ class ToyEvalConfig(Section):
     """Prompts per generation batch."""
     seed: int = 0
     """Sampling seed (the same for every policy)."""
-    output_dir: str = "output/demo"
+    output_dir: OutputDir = "output/demo"
     """Where `results.json` and `responses.jsonl` are written."""
 
     @model_validator(mode="after")
@@ -261,7 +261,7 @@ class ScoreEvalConfig(Section):
     """Datasets to score (`data.train` specs; for the toy world `toyworld-preference-test`)."""
     batch_size: int = Field(32, gt=0)
     """Pairs per forward pass."""
-    output_dir: str = "output/eval-score"
+    output_dir: OutputDir = "output/eval-score"
     """Where scores.jsonl, scores.csv, metrics.json and histogram.png are written."""
 
     @model_validator(mode="after")

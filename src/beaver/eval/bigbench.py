@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from torch import nn
 
 from beaver.algo import shifted_logprobs
 from beaver.config import GenerationCfg
 from beaver.config.evaluation import EvalBigBenchConfig
+from beaver.console import plain_console
 from beaver.errors import UserError
 from beaver.eval.files import write_json, write_jsonl
 from beaver.models.generation import generate
@@ -246,15 +247,15 @@ def evaluate_task(
 
 def run(cfg: EvalBigBenchConfig) -> None:
     """`beaver eval bigbench`."""
-    console = Console(highlight=False)
+    console = plain_console()
     tasks = [load_task(t) for t in cfg.tasks]  # every task checked before the model loads
     check_models(model=cfg.model)
-    with console.status(f"loading {cfg.model}"):
+    with console.status(Text(f"loading {cfg.model}")):
         tokenizer = inference_tokenizer(cfg.model, cfg.trust_remote_code)
         model = inference_lm(cfg.model, cfg.trust_remote_code)
     results, records = [], []
     for task in tasks:
-        with console.status(f"{task.name}: {len(task.data['examples'])} examples"):
+        with console.status(Text(f"{task.name}: {len(task.data['examples'])} examples")):
             scores, recs = evaluate_task(model, tokenizer, task, cfg)
         results.append(scores)
         records += recs

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
 from beaver.config.stages import ScoreEvalConfig
+from beaver.console import plain_console
 
 Objective = Literal["reward", "cost"]
-console = Console()
+console = plain_console()
 
 
 def pair_keys(objective: Objective) -> tuple[str, str]:

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from beaver.config import ModelCfg
 from beaver.config.stages import ToyEvalConfig
+from beaver.console import plain_console
 from beaver.data.templates import encode_prompt
 from beaver.errors import UserError
 from beaver.models.generation import Generated, generate
@@ -26,7 +27,7 @@ from beaver.models.loading import load_causal_lm, load_tokenizer
 from beaver.models.score import ScoreModel, load_score_model
 from beaver.toyworld import load_prompts, summarize_judgements
 
-console = Console(width=160) if not Console().is_terminal else Console()
+console = plain_console(width=160) if not Console().is_terminal else plain_console()
 
 
 @dataclass(frozen=True)

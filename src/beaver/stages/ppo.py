@@ -29,6 +29,8 @@ from beaver.algo import LagrangeController, threshold_from_costs
 from beaver.config.stages import PPOConfig
 from beaver.engine import dist
 from beaver.engine.build import init_engine, make_ds_config, write_ds_config
+from beaver.engine.checkpoint import disk_errors
+from beaver.engine.checkpoint import finished_advice as _finished
 from beaver.engine.data import make_loader, to_device
 from beaver.engine.loop import StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run, start_run
@@ -247,8 +249,13 @@ def run(cfg: PPOConfig) -> None:
             )
 
     engines = {"actor": parts.models.actor, "reward_critic": parts.models.reward_critic}
+    optim = {
+        "actor": ("actor_optim", cfg.actor_optim),
+        "reward_critic": ("critic_optim", cfg.critic_optim),
+    }
     if parts.models.cost_critic is not None:
         engines["cost_critic"] = parts.models.cost_critic
+        optim["cost_critic"] = ("critic_optim", cfg.critic_optim)
     stateful = {"lagrange": parts.controller} if parts.controller is not None else {}
     ptx_iter = _cycle(parts.ptx_loader) if parts.ptx_loader is not None else None
 
@@ -266,10 +273,12 @@ def run(cfg: PPOConfig) -> None:
         batches_per_step=1,
         stateful=stateful,  # type: ignore[arg-type]
         resume_from=run_.resume_from,
+        optim=optim,
     )
     model_dir = None
     if result.interrupted is None:
-        model_dir = save_hf(parts.models.actor, tokenizer, run_.dir / "model")
+        with disk_errors("the final model", run_.dir / "model", _finished(result)):
+            model_dir = save_hf(parts.models.actor, tokenizer, run_.dir / "model")
     if dist.is_main():
         write_plots(run_, parts.controller)
     finish_run(run_, result, model_dir, {"algorithm": cfg.algorithm})
