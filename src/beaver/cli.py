@@ -19,13 +19,24 @@ import typer
 from pydantic import BaseModel
 from rich.text import Text
 
-from beaver.config import ChatConfig, PPOConfig, ScoreConfig, SFTConfig, dump_config, load_config
+from beaver.config import (
+    ChatConfig,
+    DPOConfig,
+    MergeConfig,
+    PPOConfig,
+    ScoreConfig,
+    SFTConfig,
+    TrainStage,
+    dump_config,
+    load_config,
+)
 from beaver.console import plain_console, plain_warnings
 from beaver.errors import UserError
 
 app = typer.Typer(
     name="beaver",
-    help="Safe RLHF: SFT, reward and cost models, PPO and PPO-Lagrangian, chat and evaluation.",
+    help="Safe RLHF: SFT, reward and cost models, PPO and PPO-Lagrangian, DPO, SafeDPO and SACPO, "
+    "chat and evaluation.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
@@ -94,7 +105,7 @@ def _run(
             typer.echo(dump_config(cfg), nl=False)
             return
         runner = _stage_runner(module)
-        if isinstance(cfg, SFTConfig | ScoreConfig | PPOConfig):
+        if isinstance(cfg, TrainStage):
             from beaver.engine.launch import relaunch_if_requested
 
             relaunch_if_requested(cfg.launch)
@@ -181,6 +192,22 @@ def ppo_lag(
         defaults={"algorithm": "ppo-lag"},
         allowed=("algorithm", {"ppo-lag", "reward-shaping"}),
     )
+
+
+@app.command()
+def dpo(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
+    """Offline preference optimisation: DPO, SafeDPO or SACPO (`algorithm`), no reward model."""
+    _run("stages.dpo", DPOConfig, config, overrides, print_config)
+
+
+@app.command()
+def merge(
+    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+) -> None:
+    """Merge models linearly (P-SACPO): weights in, a plain HF model out."""
+    _run("models.merge", MergeConfig, config, overrides, print_config)
 
 
 @app.command()

@@ -1,5 +1,6 @@
 """Validated configs: one pydantic schema per stage, loaded from YAML plus dotlist overrides."""
 
+from beaver.config.dpo import DPOCfg, DPOConfig, MergeConfig
 from beaver.config.loader import dump_config, load_config
 from beaver.config.sections import (
     DataCfg,
@@ -25,12 +26,15 @@ from beaver.config.stages import (
 
 __all__ = [
     "ChatConfig",
+    "DPOCfg",
+    "DPOConfig",
     "DataCfg",
     "DeepSpeedCfg",
     "GenerationCfg",
     "LagrangeCfg",
     "LaunchCfg",
     "LoggingCfg",
+    "MergeConfig",
     "ModelCfg",
     "OptimCfg",
     "PPOCfg",
