@@ -210,6 +210,29 @@ def merge(
     _run("models.merge", MergeConfig, config, overrides, print_config)
 
 
+@app.command()
+def sweep(
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+    print_config: PrintOpt = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every run's config, list the commands, stop.")
+    ] = False,
+) -> None:
+    """Many runs from one config (a grid of overrides), each evaluated; one table, one frontier."""
+    from beaver.config.sweep import SweepConfig
+
+    with user_errors():
+        cfg = load_config(SweepConfig, config, overrides)
+        if print_config:
+            typer.echo(dump_config(cfg), nl=False)
+            return
+        from beaver.sweep.run import run as run_sweep
+
+        code = run_sweep(cfg, dry_run=dry_run)
+    raise typer.Exit(code)
+
+
 ModelOpt = Annotated[
     list[str] | None, typer.Option("--model", "-m", help="Model folder or hub name (repeatable).")
 ]
