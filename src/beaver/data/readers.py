@@ -14,34 +14,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from beaver.errors import UserError
+from beaver.files import file_format, looks_local, parse_json, parse_jsonl
 
 Rows = Sequence[Mapping[str, Any]]
-FILE_FORMATS = ("json", "jsonl", "csv", "parquet")
-
-
-def file_format(path: Path) -> str | None:
-    """`json`, `jsonl`, `csv` or `parquet` from the file name (`.gz` stripped), else None."""
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    ext = suffixes[-1].lstrip(".") if suffixes else ""
-    return {"ndjson": "jsonl"}.get(ext, ext) if ext in (*FILE_FORMATS, "ndjson") else None
-
-
-def looks_local(source: str) -> bool:
-    """A path rather than a hub name: starts like a path, or ends with a data file extension."""
-    return (
-        source.startswith((".", "/", "~", "\\"))
-        or source.count("/") > 1
-        or file_format(Path(source)) is not None
-        or "\\" in source
-    )
 
 
 def read_rows(
@@ -124,38 +104,20 @@ def _read_text(path: Path, what: str) -> str:
 
 
 def _json_rows(text: str, path: Path, what: str) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        if err.msg == "Extra data":  # JSON lines in a .json file
-            return _jsonl_rows(text, path, what)
-        raise UserError(
-            f"Dataset {what!r}: {path} is not valid JSON (line {err.lineno}, "
-            f"column {err.colno}: {err.msg})"
-        ) from None
+    where = f"Dataset {what!r}: {path}"
+    data = parse_json(text, where, lines_ok=True)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
         raise UserError(
-            f"Dataset {what!r}: {path} must hold a JSON list of rows "
+            f"{where} must hold a JSON list of rows "
             f'(or {{"data": [...]}}), found {type(data).__name__}'
         )
     return data
 
 
 def _jsonl_rows(text: str, path: Path, what: str) -> list[dict[str, Any]]:
-    rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise UserError(
-                f"Dataset {what!r}: {path} line {lineno} is not valid JSON "
-                f"({err.msg}, column {err.colno})"
-            ) from None
-    return rows
+    return parse_jsonl(text, f"Dataset {what!r}: {path}")
 
 
 def _load_hub(

@@ -7,7 +7,6 @@ model, summary.json + a few summary lines on the console.
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
@@ -23,6 +22,7 @@ from beaver.engine.loop import LoopResult
 from beaver.engine.seed import seed_everything
 from beaver.engine.tracking import MetricsLogger
 from beaver.errors import UserError
+from beaver.files import write_json
 
 
 @dataclass
@@ -97,7 +97,7 @@ def finish_run(
         **(extra or {}),
     }
     if dist.is_main():
-        (run.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run.dir / "summary.json", summary)
         run.print(_summary_text(summary))
     run.logger.close()
     code = 0

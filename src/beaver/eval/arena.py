@@ -23,8 +23,9 @@ from rich.table import Table
 from beaver.config import GenerationCfg
 from beaver.config.evaluation import EvalArenaConfig
 from beaver.data.templates import Template, encode_prompt
-from beaver.eval.files import load_prompts, world_folder, write_csv, write_json, write_jsonl
+from beaver.eval.files import load_prompts, world_folder
 from beaver.eval.pairwise import safety_table, win_tie_loss
+from beaver.files import write_csv, write_json, write_jsonl
 from beaver.models.generation import generate
 from beaver.serve.loading import check_models, inference_lm, inference_tokenizer
 from beaver.serve.scoring import Scorer, is_safe

@@ -19,7 +19,6 @@ beyond the prompt's, with the prompt's trailing spaces moved onto the option.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from beaver.algo import shifted_logprobs
 from beaver.config import GenerationCfg
 from beaver.config.evaluation import EvalBigBenchConfig
 from beaver.errors import UserError
-from beaver.eval.files import write_json, write_jsonl
+from beaver.files import read_json, write_json, write_jsonl
 from beaver.models.generation import generate
 from beaver.serve.loading import check_models, inference_lm, inference_tokenizer
 
@@ -68,10 +67,7 @@ def load_task(path: str | Path) -> Task:
         p = p / "task.json"
     if not p.is_file():
         raise UserError(f"BIG-bench task file not found: {p}")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{p} is not valid JSON: {err}") from None
+    data = read_json(p)
     examples = data.get("examples") if isinstance(data, dict) else None
     if not isinstance(examples, list) or not examples:
         raise UserError(f"{p}: a BIG-bench JSON task needs a non-empty `examples` list")

@@ -25,17 +25,11 @@ from rich.table import Table
 
 from beaver.config.evaluation import Criterion, EvalGPT4Config
 from beaver.errors import UserError
-from beaver.eval.files import (
-    load_answers,
-    load_prompt_rows,
-    load_prompts,
-    read_rows,
-    write_json,
-    write_jsonl,
-)
+from beaver.eval.files import load_answers, load_prompt_rows, load_prompts
 from beaver.eval.judge_client import JudgeCache, JudgeClient, JudgeReply
 from beaver.eval.judge_prompts import judge_messages, parse_scores
 from beaver.eval.pairwise import elo_ratings, games_from_scores, win_tie_loss
+from beaver.files import read_json_rows, write_json, write_jsonl
 from beaver.serve.loading import check_models
 
 BUILTIN_PROMPTS = "redteam_prompts.jsonl"
@@ -74,7 +68,9 @@ def model_answers(side: str, model: str, prompts: list[str], cfg: EvalGPT4Config
     """Generate the missing answers of `model`; reuse those a previous run saved."""
     path = Path(cfg.output_dir) / f"answers_{side}.jsonl"
     stamp = _fingerprint(model, cfg)
-    saved = [r for r in read_rows(path) if r.get("fingerprint") == stamp] if path.is_file() else []
+    saved = (
+        [r for r in read_json_rows(path) if r.get("fingerprint") == stamp] if path.is_file() else []
+    )
     answers = {str(r["prompt"]): str(r["answer"]) for r in saved}
     missing = list(dict.fromkeys(p for p in prompts if p not in answers))
     if missing:

@@ -130,12 +130,3 @@ def generate(
 def eos_rate(outputs: Sequence[Generated]) -> float:
     """Share of responses that ended with EOS within the token limit."""
     return sum(o.ended for o in outputs) / max(len(outputs), 1)
-
-
-def needs_synced_gpus(ds_config: dict[str, Any] | None) -> bool:
-    """ZeRO-3 over several ranks: every rank must run each forward of `generate` together (pass
-    the result as `synced_gpus`), or ranks that finish early leave the others waiting forever."""
-    import torch.distributed as tdist
-
-    zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
-    return zero3 and tdist.is_initialized() and tdist.get_world_size() > 1

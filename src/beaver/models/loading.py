@@ -21,6 +21,7 @@ from torch import nn
 
 from beaver.config.sections import ModelCfg
 from beaver.errors import UserError
+from beaver.files import looks_local
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +34,28 @@ def dtype_of(precision: str) -> torch.dtype:
     return _DTYPES[precision]
 
 
-def _looks_local(name: str) -> bool:
-    """A path rather than a hub id (`org/name` has one slash and no leading dot or tilde)."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
-
-
-def check_model_source(name: str, what: str = "model") -> None:
-    """Refuse a local path that does not exist before transformers gives a long hub error."""
+def check_model_source(name: str, what: str = "model", key: str | None = None) -> None:
+    """Refuse a local path that does not exist before transformers gives a long hub error;
+    `key` (`reward_model`, `models[1]`) names the config key in the message."""
     path = Path(name).expanduser()
-    if _looks_local(name) and not path.exists():
+    where = f"{key}: " if key else ""
+    if looks_local(name) and not path.exists():
         raise UserError(
-            f"{what} folder not found: {name} (model.name_or_path / model.tokenizer "
-            "take a local folder in HF format or a hub name)."
+            f"{where}{what} folder not found: {name} (a model is a local folder in HF format "
+            "or a hub name)."
         )
     if path.exists() and not path.is_dir():
-        raise UserError(f"{what} path {name} is a file; expected a folder in HF format.")
+        raise UserError(f"{where}{what} path {name} is a file; expected a folder in HF format.")
+
+
+def check_models(**models: ModelCfg | None) -> None:
+    """`check_model_source` of every model (and its own tokenizer) given by config key, before
+    anything loads."""
+    for key, model in models.items():
+        if model is not None:
+            check_model_source(model.name_or_path, key=key)
+            if model.tokenizer is not None:
+                check_model_source(model.tokenizer, "tokenizer", key=f"{key}.tokenizer")
 
 
 def _from_pretrained(

@@ -11,7 +11,6 @@ normaliser's statistics) and `score_config.json` (score type, normaliser kind).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 
 from beaver.algo import Normalizer, ScoreKind, build_normalizer, gather_end_scores
 from beaver.algo.masks import position_ids_from_attention_mask
+from beaver.files import read_json, write_json
 
 NormalizerKind = Literal["none", "running", "ema"]
 _NORMALIZER_CLASS = {"none": None, "running": "RunningMeanStd", "ema": "ExponentialMovingAverage"}
@@ -159,7 +159,7 @@ def save_score_model(
         "momentum": model.momentum,
         "hidden_size": int(model.score_head.in_features),
     }
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(out / CONFIG_FILE, meta)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
 
@@ -178,7 +178,7 @@ def score_model_from_backbone(
     """
     folder = Path(path)
     if is_score_model_dir(folder):
-        meta = json.loads((folder / CONFIG_FILE).read_text())
+        meta = read_json(folder / CONFIG_FILE)
         model = ScoreModel(
             backbone,
             score_type or meta["score_type"],

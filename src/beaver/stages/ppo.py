@@ -16,7 +16,6 @@ cost model's scores on rollouts of the initial policy (ALGORITHMS.md); it is log
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from beaver.engine.build import init_engine, make_ds_config, write_ds_config
 from beaver.engine.data import make_loader, to_device
 from beaver.engine.loop import StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run, start_run
+from beaver.files import write_json
 from beaver.models.loading import check_model_source, dtype_of, load_causal_lm, load_tokenizer
 from beaver.models.saving import save_hf
 from beaver.models.score import load_score_model
@@ -140,15 +140,7 @@ def calibrate(parts: PPOParts, loader: Any, share: float, batches: int) -> float
         )
         assert rollout.cost is not None
         costs.append(rollout.cost)
-    local = torch.cat(costs)
-    gathered = (
-        [local]
-        if dist.world_size() == 1
-        else [torch.empty_like(local) for _ in range(dist.world_size())]
-    )
-    if dist.world_size() > 1:
-        torch.distributed.all_gather(gathered, local)
-    return threshold_from_costs(torch.cat(gathered), share)
+    return threshold_from_costs(dist.gather(torch.cat(costs)), share)
 
 
 def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: Any) -> StepResult:
@@ -242,9 +234,7 @@ def run(cfg: PPOConfig) -> None:
         parts.controller.threshold = d
         run_.print(f"threshold calibrated for an unsafe share of {share:.0%}: d = {d:.3f}")
         if dist.is_main():
-            (run_.dir / "threshold.json").write_text(
-                json.dumps({"target_unsafe_share": share, "threshold": d}) + "\n"
-            )
+            write_json(run_.dir / "threshold.json", {"target_unsafe_share": share, "threshold": d})
 
     engines = {"actor": parts.models.actor, "reward_critic": parts.models.reward_critic}
     if parts.models.cost_critic is not None:

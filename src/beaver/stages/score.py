@@ -61,15 +61,6 @@ def pair_loss(
     return r.loss, {"accuracy": r.accuracy.item()}
 
 
-def gather(x: Tensor) -> Tensor:
-    """`x` (N,) from every rank, concatenated (equal N on every rank: the sampler pads)."""
-    if dist.world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.world_size())]
-    torch.distributed.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
 def score_step(
     engine: Any, micro_batches: list[dict[str, Tensor]], objective: Objective, score: ScoreCfg
 ) -> StepResult:
@@ -83,7 +74,7 @@ def score_step(
         engine.backward(loss)
         engine.step()
         if model.normalizer is not None:
-            model.normalizer.update(gather(out.end_scores.detach().float()))
+            model.normalizer.update(dist.gather(out.end_scores.detach().float()))
         losses.append(loss.item())
         metrics.append(m)
         ka, kb = pair_keys(objective)
@@ -101,11 +92,11 @@ def evaluate(engine: Any, loader: Any, objective: Objective) -> dict[str, float]
     engine.train()
 
     def everywhere(t: Tensor | None) -> Tensor | None:
-        return None if t is None else gather(t.to(engine.device)).cpu()
+        return None if t is None else dist.gather(t.to(engine.device)).cpu()
 
     gathered = PairScores(
-        gather(s.a.to(engine.device)).cpu(),
-        gather(s.b.to(engine.device)).cpu(),
+        dist.gather(s.a.to(engine.device)).cpu(),
+        dist.gather(s.b.to(engine.device)).cpu(),
         everywhere(s.a_safe),
         everywhere(s.b_safe),
     )
