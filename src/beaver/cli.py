@@ -265,7 +265,7 @@ def eval_rm(
     config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
 ) -> None:
     """Score a preference dataset with a reward model: accuracy, scores file, histogram."""
-    from beaver.config.stages import ScoreEvalConfig
+    from beaver.config.evaluation import ScoreEvalConfig
 
     _run("eval.score", ScoreEvalConfig, config, overrides, print_config)
 
@@ -275,7 +275,7 @@ def eval_cm(
     config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
 ) -> None:
     """Score a safety-preference dataset with a cost model: accuracy, sign accuracy, histogram."""
-    from beaver.config.stages import ScoreEvalConfig
+    from beaver.config.evaluation import ScoreEvalConfig
 
     _run("eval.score", ScoreEvalConfig, config, overrides, print_config)
 
@@ -285,7 +285,7 @@ def eval_toyworld(
     config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
 ) -> None:
     """Judge policies on the toy world's held-out prompts (helpfulness, harm, learned scores)."""
-    from beaver.config.stages import ToyEvalConfig
+    from beaver.config.evaluation import ToyEvalConfig
 
     _run("eval.toyworld", ToyEvalConfig, config, overrides, print_config)
 

@@ -1,5 +1,14 @@
 """Validated configs: one pydantic schema per stage, loaded from YAML plus dotlist overrides."""
 
+from beaver.config.algorithms import ALGORITHMS, OnlineAlgorithm
+from beaver.config.evaluation import (
+    ChatConfig,
+    EvalArenaConfig,
+    EvalBigBenchConfig,
+    EvalGPT4Config,
+    ScoreEvalConfig,
+    ToyEvalConfig,
+)
 from beaver.config.loader import dump_config, load_config
 from beaver.config.sections import (
     DataCfg,
@@ -7,12 +16,13 @@ from beaver.config.sections import (
     GenerationCfg,
     LaunchCfg,
     LoggingCfg,
+    LoopCfg,
     ModelCfg,
     OptimCfg,
     TrainCfg,
+    TrainDataCfg,
 )
 from beaver.config.stages import (
-    ChatConfig,
     LagrangeCfg,
     PPOCfg,
     PPOConfig,
@@ -24,14 +34,20 @@ from beaver.config.stages import (
 )
 
 __all__ = [
+    "ALGORITHMS",
     "ChatConfig",
     "DataCfg",
     "DeepSpeedCfg",
+    "EvalArenaConfig",
+    "EvalBigBenchConfig",
+    "EvalGPT4Config",
     "GenerationCfg",
     "LagrangeCfg",
     "LaunchCfg",
     "LoggingCfg",
+    "LoopCfg",
     "ModelCfg",
+    "OnlineAlgorithm",
     "OptimCfg",
     "PPOCfg",
     "PPOConfig",
@@ -39,7 +55,10 @@ __all__ = [
     "SFTConfig",
     "ScoreCfg",
     "ScoreConfig",
+    "ScoreEvalConfig",
+    "ToyEvalConfig",
     "TrainCfg",
+    "TrainDataCfg",
     "TrainStage",
     "dump_config",
     "load_config",

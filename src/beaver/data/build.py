@@ -1,11 +1,14 @@
-"""`make_datasets`: from a `DataCfg` and a tokenizer to the training and evaluation datasets."""
+"""`make_datasets`: from a `DataCfg` and a tokenizer to the training and evaluation datasets.
+
+`DataCfg` guarantees a non-empty `train` (the one place that is checked).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from beaver.config.sections import DataCfg
+from beaver.config.sections import DataCfg, TrainDataCfg
 from beaver.data.kinds import KINDS
 from beaver.data.loading import Mixed, mix
 from beaver.data.plugins import import_modules
@@ -29,7 +32,7 @@ def _tokenize(
     samples: Sequence[Any],
     mixed: Mixed,
     what: str,
-    data_cfg: DataCfg,
+    data_cfg: TrainDataCfg,
     tokenizer: Any,
     specs: Sequence[DatasetSpec],
 ) -> TokenizedDataset:
@@ -55,10 +58,15 @@ def _tokenize(
 
 
 def build_dataset(
-    kind: str, specs: Sequence[str | DatasetSpec], data_cfg: DataCfg, tokenizer: Any
+    kind: str,
+    specs: Sequence[str | DatasetSpec],
+    data_cfg: TrainDataCfg,
+    tokenizer: Any,
+    what: str = "given",
 ) -> TokenizedDataset:
-    """One dataset of `kind` from `specs`, with the rest of `data_cfg` (e.g. PTX data, or an
-    evaluation set named on the command line). No evaluation split."""
+    """One dataset of `kind` from `specs`, read with the options of `data_cfg` (e.g. prompts
+    for rollouts, PTX data, an evaluation set). No evaluation split; `what` names the data in
+    messages."""
     cls = dataset_class(kind)
     import_modules(data_cfg.imports)
     parsed = parse_specs(list(specs))
@@ -70,7 +78,7 @@ def build_dataset(
         check=cls.check,
         dedupe=cls.dedupe,
     )
-    return _tokenize(cls, mixed.train, mixed, "given", data_cfg, tokenizer, parsed)
+    return _tokenize(cls, mixed.train, mixed, what, data_cfg, tokenizer, parsed)
 
 
 def make_datasets(
@@ -79,8 +87,6 @@ def make_datasets(
     """(train, eval) datasets of `kind`: train from `data_cfg.train` (mixed with `seed`); eval
     from `data_cfg.eval`, else `eval_split` held out of train, else None."""
     cls = dataset_class(kind)
-    if not data_cfg.train:
-        raise UserError("data.train is empty: name at least one dataset spec")
     import_modules(data_cfg.imports)
     train_specs = parse_specs(list(data_cfg.train))
     eval_specs = parse_specs(list(data_cfg.eval))

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from beaver.config.sections import DeepSpeedCfg, OptimCfg, TrainCfg
+from beaver.config.sections import DeepSpeedCfg, LoopCfg, OptimCfg
 from beaver.engine import dist
 from beaver.errors import UserError
 
@@ -33,7 +33,7 @@ _SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_wit
 
 
 def make_ds_config(
-    ds: DeepSpeedCfg, train: TrainCfg, optim: OptimCfg | None, world_size: int | None = None
+    ds: DeepSpeedCfg, train: LoopCfg, optim: OptimCfg | None, world_size: int | None = None
 ) -> dict[str, Any]:
     """The DeepSpeed config of one engine; `optim=None` gives a frozen (inference) engine.
 

@@ -14,15 +14,15 @@ from typing import Any
 from torch import nn
 
 from beaver.config.sections import OptimCfg
-from beaver.config.stages import TrainStage
+from beaver.config.stages import OneModelStage
 from beaver.engine.build import init_engine, make_ds_config, write_ds_config
 from beaver.engine.data import make_loader
-from beaver.engine.loop import StepResult, count_steps, train_loop
+from beaver.engine.loop import Evaluation, StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run
 
 
 def train_one_model(
-    cfg: TrainStage,
+    cfg: OneModelStage,
     run: Run,
     optim: OptimCfg,
     datasets: tuple[Any, Any | None],
@@ -49,12 +49,12 @@ def train_one_model(
         steps,
         activation_checkpointing=cfg.deepspeed.activation_checkpointing,
     )
-    eval_fn = None
-    if eval_ds is not None and len(eval_ds) > 0 and train.eval_strategy != "no":
+    evaluation = None
+    if eval_ds is not None and len(eval_ds) > 0:
         eval_loader = make_loader(
             eval_ds, train.per_device_batch_size, shuffle=False, seed=train.seed
         )
-        eval_fn = lambda: evaluate(engine, eval_loader)  # noqa: E731
+        evaluation = Evaluation.of(train, lambda: evaluate(engine, eval_loader))
     result = train_loop(
         lambda batches: step(engine, batches),
         loader,
@@ -64,7 +64,7 @@ def train_one_model(
         logger=run.logger,
         total_steps=steps,
         batches_per_step=train.gradient_accumulation_steps,
-        evaluate=eval_fn,
+        evaluation=evaluation,
         resume_from=run.resume_from,
     )
     model_dir = None

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from beaver.config.sections import GenerationCfg
+from beaver.models.batching import pad_batch
 
 
 @dataclass
@@ -70,14 +71,10 @@ def left_padded(
 ) -> dict[str, torch.Tensor]:
     """`input_ids` and `attention_mask` (B, P), padded on the left."""
     if prompts and isinstance(prompts[0], str):
-        enc = tokenizer(list(prompts), add_special_tokens=add_special_tokens)
-        rows = enc["input_ids"]
+        rows = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
     else:
         rows = [list(p) for p in prompts]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    ids, mask = pad_batch(rows, tokenizer.pad_token_id, "left")
     return {"input_ids": ids, "attention_mask": mask}
 
 

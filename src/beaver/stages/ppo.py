@@ -204,7 +204,7 @@ def _cycle(loader: Any) -> Any:
 
 
 def run(cfg: PPOConfig) -> None:
-    from beaver.data import make_datasets
+    from beaver.data import build_dataset
 
     for model_cfg in (
         cfg.actor,
@@ -217,9 +217,7 @@ def run(cfg: PPOConfig) -> None:
             check_model_source(model_cfg.name_or_path)
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.actor, padding_side="left")
-    prompts, _ = make_datasets(
-        "prompt_only", cfg.data.model_copy(update={"eval_split": 0.0}), tokenizer
-    )
+    prompts = build_dataset("prompt_only", cfg.data.train, cfg.data, tokenizer, "training")
     run_.print(f"prompts: {prompts.stats.summary()}")
     train = cfg.train
     loader = make_loader(prompts, cfg.ppo.rollout_batch_size, shuffle=True, seed=train.seed)
@@ -249,7 +247,7 @@ def run(cfg: PPOConfig) -> None:
         step_fn,
         loader,
         engines,
-        train=train.model_copy(update={"eval_strategy": "no"}),
+        train=train,
         checkpoint_dir=run_.checkpoint_dir,
         logger=run_.logger,
         total_steps=steps,

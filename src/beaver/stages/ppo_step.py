@@ -27,7 +27,7 @@ from beaver.algo import (
     whiten,
 )
 from beaver.config import PPOCfg
-from beaver.stages.rollout import response_logprobs, response_values
+from beaver.models.forward import response_logprobs, response_values
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from beaver.engine.data import set_position, to_device
 from beaver.engine.loop import StepResult
 from beaver.engine.run import start_run
 from beaver.engine.stage import train_one_model
-from beaver.eval.score import (
+from beaver.models.loading import check_model_source, dtype_of, load_tokenizer
+from beaver.models.pairs import (
     Objective,
     PairScores,
     collect_scores,
@@ -30,7 +31,6 @@ from beaver.eval.score import (
     pair_keys,
     pair_metrics,
 )
-from beaver.models.loading import check_model_source, dtype_of, load_tokenizer
 from beaver.models.saving import full_state_dict, unwrap
 from beaver.models.score import ScoreModel, load_score_model, save_score_model
 
