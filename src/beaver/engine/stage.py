@@ -15,7 +15,7 @@ from torch import nn
 
 from beaver.config.sections import OptimCfg
 from beaver.config.stages import OneModelStage
-from beaver.engine.build import init_engine, make_ds_config, write_ds_config
+from beaver.engine.build import DeepSpeedSpec, init_engine, make_ds_config
 from beaver.engine.data import make_loader
 from beaver.engine.loop import Evaluation, StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run
@@ -26,12 +26,12 @@ def train_one_model(
     run: Run,
     optim: OptimCfg,
     datasets: tuple[Any, Any | None],
-    load_model: Callable[[dict[str, Any]], nn.Module],
+    load_model: Callable[[DeepSpeedSpec], nn.Module],
     step: Callable[[Any, list[Any]], StepResult],
     evaluate: Callable[[Any, Any], dict[str, float]],
     save: Callable[[Any, Path], object],
 ) -> None:
-    """Train `load_model(ds_config)` with `step(engine, micro_batches)` on `datasets` (train,
+    """Train `load_model(deepspeed)` (the model, loaded for its engine's set-up) with `step(engine, micro_batches)` on `datasets` (train,
     eval), evaluating with `evaluate(engine, eval_loader)`; `save(engine, <run>/model)` at the end."""
     train_ds, eval_ds = datasets
     for name, ds in (("train data", train_ds), ("eval data", eval_ds)):
@@ -40,11 +40,11 @@ def train_one_model(
     train = cfg.train
     loader = make_loader(train_ds, train.per_device_batch_size, shuffle=True, seed=train.seed)
     steps = count_steps(train, loader, train.gradient_accumulation_steps)
-    ds_config = make_ds_config(cfg.deepspeed, train, optim)
-    write_ds_config(ds_config, run.dir / "ds_config.json")
+    deepspeed = make_ds_config(cfg.deepspeed, train, optim)
+    run.write_ds_config(deepspeed)
     engine = init_engine(
-        load_model(ds_config),
-        ds_config,
+        load_model(deepspeed),
+        deepspeed,
         optim,
         steps,
         activation_checkpointing=cfg.deepspeed.activation_checkpointing,

@@ -2,9 +2,9 @@
 
 - Any HF architecture through the Auto classes. Repository code (Baichuan, InternLM) runs only
   with `model.trust_remote_code: true`.
-- Under ZeRO-3 the weights are loaded straight into partitions: an `HfDeepSpeedConfig` is kept
-  alive while the config is ZeRO-3, so `from_pretrained` runs inside `deepspeed.zero.Init` (and
-  `generate` syncs ranks). Loading without ZeRO-3 clears it again.
+- Under ZeRO-3 (a `DeepSpeedSpec` with `zero3`) the weights are loaded straight into
+  partitions: an `HfDeepSpeedConfig` is kept alive while loading, so `from_pretrained` runs
+  inside `deepspeed.zero.Init`. Loading without ZeRO-3 clears it again.
 - Tokenizers must have an EOS token (training appends it; generation stops on it). A tokenizer
   without a PAD token gets PAD = EOS, with a warning: beaver finds padding from the attention
   mask and masks labels explicitly, so pad == eos is safe (Llama-3 and Qwen ship it).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from torch import nn
 from beaver.config.sections import ModelCfg
 from beaver.errors import UserError
 from beaver.files import looks_local
+
+if TYPE_CHECKING:
+    from beaver.engine.build import DeepSpeedSpec
 
 log = logging.getLogger(__name__)
 
@@ -98,14 +101,13 @@ def load_tokenizer(model_cfg: ModelCfg, padding_side: str = "right") -> Any:
     return tokenizer
 
 
-def _set_zero3(ds_config: dict[str, Any] | None) -> None:
-    """Make transformers load under `deepspeed.zero.Init` iff `ds_config` is ZeRO-3."""
+def _set_zero3(deepspeed: DeepSpeedSpec | None) -> None:
+    """Make transformers load under `deepspeed.zero.Init` iff `deepspeed` is ZeRO-3."""
     global _hf_ds_config
     from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
 
-    if ds_config is not None and ds_config["zero_optimization"]["stage"] == 3:
-        clean = {k: v for k, v in ds_config.items() if not k.startswith("beaver_")}
-        _hf_ds_config = HfDeepSpeedConfig(clean)
+    if deepspeed is not None and deepspeed.zero3:
+        _hf_ds_config = HfDeepSpeedConfig(deepspeed.config)
     else:
         _hf_ds_config = None
         unset_hf_deepspeed_config()
@@ -115,12 +117,12 @@ def load_pretrained(
     auto_class: Any,
     model_cfg: ModelCfg,
     dtype: torch.dtype,
-    ds_config: dict[str, Any] | None = None,
+    deepspeed: DeepSpeedSpec | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """`auto_class.from_pretrained` of `model_cfg` in `dtype`; partitioned when `ds_config` is
-    ZeRO-3. Reusable for backbones (`AutoModel`) of score models."""
-    _set_zero3(ds_config)
+    """`auto_class.from_pretrained` of `model_cfg` in `dtype`; partitioned when the engine it
+    is for is ZeRO-3. Reusable for backbones (`AutoModel`) of score models."""
+    _set_zero3(deepspeed)
     try:
         return _from_pretrained(
             auto_class,
@@ -137,27 +139,27 @@ def load_pretrained(
 
 
 def load_causal_lm(
-    model_cfg: ModelCfg, dtype: torch.dtype, ds_config: dict[str, Any] | None = None
+    model_cfg: ModelCfg, dtype: torch.dtype, deepspeed: DeepSpeedSpec | None = None
 ) -> nn.Module:
-    """A causal LM (`AutoModelForCausalLM`); ZeRO-3 partitioned when `ds_config` says stage 3."""
+    """A causal LM (`AutoModelForCausalLM`); partitioned when `deepspeed` is ZeRO-3."""
     from transformers import AutoModelForCausalLM
 
-    return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, ds_config)
+    return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, deepspeed)
 
 
 def fit_embeddings(
-    model: nn.Module, tokenizer: Any, ds_config: dict[str, Any] | None = None
+    model: nn.Module, tokenizer: Any, deepspeed: DeepSpeedSpec | None = None
 ) -> None:
     """Grow the embedding matrix when the tokenizer has more tokens than the model (added
     special tokens); never shrink it (vocabularies are often padded to a multiple of 64).
-    Pass the ZeRO-3 `ds_config` the model was loaded with: resizing partitioned embeddings
+    Pass the `deepspeed` spec the model was loaded with: resizing partitioned embeddings
     gathers them, which transformers only does while it knows about ZeRO-3."""
     embeddings = model.get_input_embeddings()  # type: ignore[operator]
     size = getattr(embeddings, "num_embeddings", None)
     if size is None or len(tokenizer) <= size:
         return
     log.warning("tokenizer has %d tokens, model embeddings %d: resizing", len(tokenizer), size)
-    _set_zero3(ds_config)
+    _set_zero3(deepspeed)
     try:
         model.resize_token_embeddings(len(tokenizer))  # type: ignore[operator]
     finally:

@@ -85,6 +85,29 @@ def sample_responses(
     )
 
 
+def end_scores(
+    models: RolloutModels,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    ended: Tensor,
+    opts: RolloutOptions,
+    retokenize: Any = None,
+) -> tuple[Tensor, Tensor | None]:
+    """(B,) rewards (missing-EOS penalty and any fixed cost weight applied) and (B,) costs
+    (None without a cost model), in the score models' normaliser units."""
+    ids, mask = (
+        (input_ids, attention_mask) if retokenize is None else retokenize(input_ids, attention_mask)
+    )
+    reward = score_sequences(models.reward_model, ids, mask, normalize=True)
+    reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
+    if models.cost_model is None:
+        return reward, None
+    cost = score_sequences(models.cost_model, ids, mask, normalize=True)
+    if opts.lambda_fixed is not None:
+        reward = shaped_reward(reward, cost, opts.lambda_fixed)
+    return reward, cost
+
+
 @torch.no_grad()
 def collect_rollout(
     models: RolloutModels,
@@ -111,26 +134,15 @@ def collect_rollout(
     ended = has_eos(response_ids, opts.eos_token_id)
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, resp_mask], dim=1)
-    plen = prompt_ids.shape[1]
-    temperature = opts.generation.temperature
-
+    plen, temperature = prompt_ids.shape[1], opts.generation.temperature
     logp, _ = response_logprobs(models.actor, input_ids, attention_mask, plen, temperature)
     ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
-    score_ids, score_mask = (
-        (input_ids, attention_mask) if retokenize is None else retokenize(input_ids, attention_mask)
-    )
-    reward = score_sequences(models.reward_model, score_ids, score_mask, normalize=True)
-    reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
-    cost = None
-    if models.cost_model is not None:
-        cost = score_sequences(models.cost_model, score_ids, score_mask, normalize=True)
-        if opts.lambda_fixed is not None:
-            reward = shaped_reward(reward, cost, opts.lambda_fixed)
+    reward, cost = end_scores(models, input_ids, attention_mask, ended, opts, retokenize)
     values = response_values(models.reward_critic, input_ids, attention_mask, plen)
     cost_values = (
         None
         if models.cost_critic is None
-        else response_values(models.cost_critic, input_ids, attention_mask, plen)
+        else response_values(models.cost_critic, input_ids, attention_mask, plen).float()
     )
     rollout = Rollout(
         prompt_ids=prompt_ids,
@@ -143,7 +155,7 @@ def collect_rollout(
         reward=reward,
         values=values.float(),
         cost=cost,
-        cost_values=None if cost_values is None else cost_values.float(),
+        cost_values=cost_values,
     )
     scored = time.perf_counter()
     return rollout, {"time/generate": generated - start, "time/score": scored - generated}

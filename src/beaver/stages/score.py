@@ -18,6 +18,7 @@ from torch import Tensor
 from beaver.algo import cost_loss, reward_loss_sequence, reward_loss_token
 from beaver.config.stages import ScoreCfg, ScoreConfig
 from beaver.engine import dist
+from beaver.engine.build import DeepSpeedSpec
 from beaver.engine.data import set_position, to_device
 from beaver.engine.loop import StepResult
 from beaver.engine.run import start_run
@@ -112,7 +113,7 @@ def run(cfg: ScoreConfig) -> None:
     tokenizer = load_tokenizer(cfg.model)
     kind = "safety_preference" if objective == "cost" else "preference"
 
-    def load_model(ds_config: dict[str, Any]) -> ScoreModel:
+    def load_model(deepspeed: DeepSpeedSpec) -> ScoreModel:
         torch.manual_seed(cfg.train.seed)  # the fresh head's initialisation
         return load_score_model(
             cfg.model,
@@ -120,7 +121,7 @@ def run(cfg: ScoreConfig) -> None:
             objective,
             cfg.score.normalizer,
             cfg.score.normalizer_momentum,
-            ds_config,
+            deepspeed,
         )
 
     train_one_model(
