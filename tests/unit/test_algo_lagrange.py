@@ -114,7 +114,11 @@ def test_settings_are_the_config_fields() -> None:
 def test_state_dict_round_trip_reproduces_next_updates_exactly() -> None:
     def make() -> LagrangeController:
         return controller(
-            lambda_init=1.0, lambda_lr=0.3, threshold=0.5, lambda_update_delay_steps=1, episode_cost_window_size=4
+            lambda_init=1.0,
+            lambda_lr=0.3,
+            threshold=0.5,
+            lambda_update_delay_steps=1,
+            episode_cost_window_size=4,
         )
 
     costs = [[1.0, 2.0], [0.0, -1.0], [3.0], [-2.0, -2.0, 1.0], [0.25], [5.0]]
