@@ -1,6 +1,6 @@
 """Validated configs: one pydantic schema per stage, loaded from YAML plus dotlist overrides."""
 
-from beaver.config.algorithms import ALGORITHMS, OnlineAlgorithm
+from beaver.config.algorithms import ALGORITHMS, OnlineAlgorithm, algorithms_of
 from beaver.config.evaluation import (
     ChatConfig,
     EvalArenaConfig,
@@ -60,6 +60,7 @@ __all__ = [
     "TrainCfg",
     "TrainDataCfg",
     "TrainStage",
+    "algorithms_of",
     "dump_config",
     "load_config",
 ]

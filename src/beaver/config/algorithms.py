@@ -41,6 +41,6 @@ ALGORITHMS: dict[str, OnlineAlgorithm] = {
 """Every online algorithm, by name."""
 
 
-def algorithms_of(command: str) -> set[str]:
+def algorithms_of(command: str) -> frozenset[str]:
     """The algorithm names a `beaver` command runs."""
-    return {a.name for a in ALGORITHMS.values() if a.command == command}
+    return frozenset(a.name for a in ALGORITHMS.values() if a.command == command)
