@@ -68,17 +68,28 @@ def build_dataset(
     for rollouts, PTX data, an evaluation set). No evaluation split; `what` names the data in
     messages."""
     cls = dataset_class(kind)
-    import_modules(data_cfg.imports)
     parsed = parse_specs(list(specs))
-    mixed = mix(
-        parsed,
+    mixed = _mix(cls, parsed, data_cfg)
+    return _tokenize(cls, mixed.train, mixed, what, data_cfg, tokenizer, parsed)
+
+
+def _mix(
+    cls: type[TokenizedDataset],
+    specs: list[DatasetSpec],
+    data_cfg: TrainDataCfg,
+    eval_split: float = 0.0,
+) -> Mixed:
+    """The raw samples of `specs` for `cls`, mixed with the options of `data_cfg`."""
+    import_modules(data_cfg.imports)
+    return mix(
+        specs,
         seed=data_cfg.seed,
         columns=data_cfg.columns,
         on_bad_row=data_cfg.on_bad_row,
         check=cls.check,
+        eval_split=eval_split,
         dedupe=cls.dedupe,
     )
-    return _tokenize(cls, mixed.train, mixed, what, data_cfg, tokenizer, parsed)
 
 
 def make_datasets(
@@ -87,19 +98,10 @@ def make_datasets(
     """(train, eval) datasets of `kind`: train from `data_cfg.train` (mixed with `seed`); eval
     from `data_cfg.eval`, else `eval_split` held out of train, else None."""
     cls = dataset_class(kind)
-    import_modules(data_cfg.imports)
     train_specs = parse_specs(list(data_cfg.train))
     eval_specs = parse_specs(list(data_cfg.eval))
     split = 0.0 if eval_specs else data_cfg.eval_split
-    mixed = mix(
-        train_specs,
-        seed=data_cfg.seed,
-        columns=data_cfg.columns,
-        on_bad_row=data_cfg.on_bad_row,
-        check=cls.check,
-        eval_split=split,
-        dedupe=cls.dedupe,
-    )
+    mixed = _mix(cls, train_specs, data_cfg, split)
     train = _tokenize(cls, mixed.train, mixed, "training", data_cfg, tokenizer, train_specs)
     if eval_specs:
         return train, build_dataset(kind, eval_specs, data_cfg, tokenizer)
