@@ -82,8 +82,10 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
     goes to the run folder (the actor's is `ds_config.json`)."""
     dtype = dtype_of(cfg.deepspeed.precision)
 
-    def trained(name: str, model: Any, critic: bool) -> Any:
-        spec, optim = (specs.critic, cfg.critic_optim) if critic else (specs.actor, cfg.actor_optim)
+    def trained(name: str, model: Any, is_critic: bool) -> Any:
+        spec, optim = (
+            (specs.critic, cfg.critic_optim) if is_critic else (specs.actor, cfg.actor_optim)
+        )
         run_.write_ds_config(spec, None if name == "actor" else name)
         ac = cfg.deepspeed.activation_checkpointing
         return init_engine(model, spec, optim, optim_steps, activation_checkpointing=ac)
@@ -94,14 +96,14 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
 
     def critic(name: str, model_cfg: ModelCfg) -> Any:
         model = load_score_model(model_cfg, dtype, "critic", deepspeed=specs.critic)
-        return trained(name, model, critic=True)
+        return trained(name, model, is_critic=True)
 
     def score_model(name: str, model_cfg: ModelCfg) -> Any:
         return frozen(name, load_score_model(model_cfg, dtype, deepspeed=specs.frozen))
 
     # The order of the loads is part of the run: fresh score heads draw from the global RNG.
     models = RolloutModels(
-        actor=trained("actor", load_causal_lm(cfg.actor, dtype, specs.actor), critic=False),
+        actor=trained("actor", load_causal_lm(cfg.actor, dtype, specs.actor), is_critic=False),
         ref=frozen("reference", load_causal_lm(cfg.actor, dtype, specs.frozen)),
         reward_model=score_model("reward_model", cfg.reward_model),
         reward_critic=critic("reward_critic", cfg.reward_critic or cfg.reward_model),
