@@ -85,7 +85,7 @@ def sample_responses(
     )
 
 
-def end_scores(
+def score_responses(
     models: RolloutModels,
     input_ids: Tensor,
     attention_mask: Tensor,
@@ -137,7 +137,7 @@ def collect_rollout(
     plen, temperature = prompt_ids.shape[1], opts.generation.temperature
     logp, _ = response_logprobs(models.actor, input_ids, attention_mask, plen, temperature)
     ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
-    reward, cost = end_scores(models, input_ids, attention_mask, ended, opts, retokenize)
+    reward, cost = score_responses(models, input_ids, attention_mask, ended, opts, retokenize)
     values = response_values(models.reward_critic, input_ids, attention_mask, plen)
     cost_values = (
         None
