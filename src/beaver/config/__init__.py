@@ -19,6 +19,7 @@ from beaver.config.sections import (
     LoopCfg,
     ModelCfg,
     OptimCfg,
+    SamplingCfg,
     TrainCfg,
     TrainDataCfg,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "PPOConfig",
     "RLDataCfg",
     "SFTConfig",
+    "SamplingCfg",
     "ScoreCfg",
     "ScoreConfig",
     "ScoreEvalConfig",

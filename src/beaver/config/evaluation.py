@@ -15,17 +15,18 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from beaver.config._base import Section
-from beaver.config.sections import DataCfg, GenerationCfg, ModelCfg
+from beaver.config.sections import GenerationCfg, ModelCfg, SamplingCfg, TrainDataCfg
 
 Template = Literal["auto", "chat", "reference"]
 Criterion = Literal["harmlessness", "helpfulness"]
 CRITERIA: tuple[Criterion, ...] = ("harmlessness", "helpfulness")
 
 
-class EvalGenerationCfg(GenerationCfg):
-    """Sampling options of an evaluation: greedy by default, so reruns give the same answers.
+class EvalGenerationCfg(SamplingCfg):
+    """Sampling of a pairwise evaluation's one answer per prompt: greedy by default, so reruns
+    give the same answers.
 
-    (A subclass rather than `GenerationCfg(temperature=0)` as a default value: a partial
+    (A subclass rather than `SamplingCfg(temperature=0)` as a default value: a partial
     override such as `generation.max_new_tokens=64` rebuilds the section from its class
     defaults, which must then be the evaluation's.)
     """
@@ -198,8 +199,8 @@ class ChatConfig(Section):
     """Score each answer live with this reward model (arena)."""
     cost_model: ModelCfg | None = None
     """Score each answer live with this cost model (arena)."""
-    generation: GenerationCfg = Field(default_factory=lambda: GenerationCfg(max_new_tokens=512))
-    """Sampling options."""
+    generation: SamplingCfg = Field(default_factory=lambda: SamplingCfg(max_new_tokens=512))
+    """Sampling options (one answer per model and turn)."""
     template: Template = "auto"
     """Prompt format (see `data.template`)."""
     stream: bool = True
@@ -247,7 +248,7 @@ class ScoreEvalConfig(Section):
     / `cost` and refuse a model of the other kind."""
     model: ModelCfg
     """The trained score model (`beaver rm` / `beaver cm` output)."""
-    data: DataCfg
+    data: TrainDataCfg
     """Datasets to score (`data.train` specs; for the toy world `toyworld-preference-test`)."""
     batch_size: int = Field(32, gt=0)
     """Pairs per forward pass."""

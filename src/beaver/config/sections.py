@@ -176,8 +176,8 @@ class LoggingCfg(Section):
     """Optimiser steps between log lines."""
 
 
-class GenerationCfg(Section):
-    """Sampling options for rollouts, chat and evaluation."""
+class SamplingCfg(Section):
+    """How one response is sampled (chat, and the pairwise evaluations: one answer per prompt)."""
 
     max_new_tokens: int = Field(128, gt=0)
     """Longest response, in tokens (the prompt does not count)."""
@@ -189,5 +189,10 @@ class GenerationCfg(Section):
     """Sample from the k most likely tokens (0 = no limit)."""
     repetition_penalty: float = Field(1.0, gt=0.0)
     """Penalty on tokens already generated (1 = none)."""
+
+
+class GenerationCfg(SamplingCfg):
+    """Sampling options for rollouts and evaluation, with several responses per prompt."""
+
     num_return_sequences: int = Field(1, gt=0)
     """Responses sampled per prompt."""

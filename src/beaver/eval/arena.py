@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from beaver.config import GenerationCfg, ModelCfg
+from beaver.config import ModelCfg, SamplingCfg
 from beaver.config.evaluation import EvalArenaConfig
 from beaver.data.templates import Template, encode_prompt
 from beaver.eval.files import load_prompts, world_folder
@@ -35,7 +35,7 @@ from beaver.models.scorer import Scorer, is_safe
 def generate_answers(
     model_cfg: ModelCfg,
     prompts: list[str],
-    gen: GenerationCfg,
+    gen: SamplingCfg,
     template: Template,
     batch_size: int = 8,
 ) -> list[str]:
@@ -43,8 +43,7 @@ def generate_answers(
     tokenizer = inference_tokenizer(model_cfg)
     model = inference_lm(model_cfg)
     ids = [encode_prompt(tokenizer, p, template) for p in prompts]
-    single = gen.model_copy(update={"num_return_sequences": 1})
-    answers = [g.text for g in generate(model, tokenizer, ids, single, batch_size=batch_size)]
+    answers = [g.text for g in generate(model, tokenizer, ids, gen, batch_size=batch_size)]
     del model
     gc.collect()
     if torch.cuda.is_available():

@@ -88,7 +88,7 @@ def run(cfg: ScoreEvalConfig) -> dict[str, float]:
     """Score `cfg.data.train` with the model; write scores, metrics and a histogram."""
     from torch.utils.data import DataLoader
 
-    from beaver.data import make_datasets
+    from beaver.data import build_dataset
     from beaver.models.inference import inference_score_model, inference_tokenizer
 
     name = cfg.model.name_or_path
@@ -96,7 +96,7 @@ def run(cfg: ScoreEvalConfig) -> dict[str, float]:
     objective = model_objective(model.score_type, cfg.objective, name)
     tokenizer = inference_tokenizer(cfg.model, side="right")
     kind = "safety_preference" if objective == "cost" else "preference"
-    dataset, _ = make_datasets(kind, cfg.data.model_copy(update={"eval_split": 0.0}), tokenizer)
+    dataset = build_dataset(kind, cfg.data.train, cfg.data, tokenizer, "evaluation")
     loader = DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, collate_fn=dataset.collate
     )
