@@ -155,7 +155,8 @@ def test_partial_override_keeps_the_stages_own_section_defaults() -> None:
 
 
 def test_override_value_yaml_cannot_read_is_a_user_error() -> None:
-    assert "Cannot parse overrides" in _error(SFTConfig, TOY_SFT, ["model.name_or_path=**bad"])
+    message = _error(SFTConfig, TOY_SFT, ["model.name_or_path=**bad"])
+    assert "Override model.name_or_path=**bad does not parse" in message
 
 
 def test_bare_no_means_no_evaluation() -> None:

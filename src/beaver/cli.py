@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
+from rich.text import Text
 
 from beaver.config import (
     ChatConfig,
@@ -36,6 +36,7 @@ from beaver.config import (
     load_config,
 )
 from beaver.config.toyworld import ToyWorldConfig
+from beaver.console import plain_console, plain_warnings
 from beaver.errors import UserError
 
 app = typer.Typer(
@@ -50,7 +51,7 @@ eval_app = typer.Typer(
 )
 data_app = typer.Typer(help="Look at datasets as the model will see them.", no_args_is_help=True)
 
-err_console = Console(stderr=True)
+err_console = plain_console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file.", show_default=False)
@@ -66,13 +67,13 @@ PrintOpt = Annotated[
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Print a user's mistake as one short paragraph and exit 2; bugs keep their traceback."""
+    """Print a user's mistake as one short paragraph and exit 2; bugs keep their traceback.
+
+    The message is plain text: it may quote paths, data and overrides (`[/INST]`, `[a`)."""
     try:
         yield
     except UserError as err:
-        err_console.print(
-            f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True
-        )
+        err_console.print(Text.assemble(("error: ", "bold red"), str(err)), soft_wrap=True)
         raise typer.Exit(err.exit_code) from None
 
 
@@ -258,6 +259,7 @@ def main() -> None:
     """Console-script entry point."""
     # Per-file progress bars of transformers / hub drown beaver's own console output.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    plain_warnings()
     # `deepspeed --module beaver ...` appends --local_rank=N (LOCAL_RANK is in the environment too)
     sys.argv = [a for a in sys.argv if not a.startswith("--local_rank")]
     app(prog_name="beaver")

@@ -2,8 +2,9 @@
 
 - `looks_local`: a model, tokenizer or dataset source that is a path rather than a hub name.
 - Reading: `read_json` (one document), `read_json_rows` (the objects of a JSONL file or of a
-  JSON list: prompt and answer files), and the parsers under them, which the dataset readers
-  share. Every malformed file is a `UserError` naming the file and line.
+  JSON list: prompt and answer files). Every malformed file is a `UserError` naming the file and
+  line. (Dataset files have their own reader, `beaver.data.readers`, which turns a damaged line
+  into a bad row instead.)
 - Writing: `write_json`, `write_jsonl`, `write_csv` create parent folders and write strict JSON
   (NaN and inf become null), UTF-8.
 """
@@ -44,16 +45,11 @@ def looks_local(name: str) -> bool:
     )
 
 
-def parse_json(text: str, where: str, *, lines_ok: bool = False) -> Any:
-    """One JSON document; `where` names it in the error (`data/x.json`, `Dataset 'x': ...`).
-
-    `lines_ok`: a text of several JSON values (JSON lines in a `.json` file) gives their list.
-    """
+def parse_json(text: str, where: str) -> Any:
+    """One JSON document; `where` names it in the error (`data/x.json`)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        if lines_ok and err.msg == "Extra data":
-            return parse_jsonl(text, where)
         raise UserError(
             f"{where} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
         ) from None

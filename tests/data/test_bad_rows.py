@@ -22,7 +22,7 @@ def _error(spec: str, kind: str | None = None, tokenizer: Any = None) -> str:
     return str(info.value)
 
 
-# (dataset name, file name, rows with row 1 bad, field the message must name)
+# (dataset name, file name, rows with the second bad, field the message must name)
 CASES = [
     (
         "alpaca",
@@ -122,7 +122,7 @@ def test_bad_row_error_names_dataset_row_and_field(
     path = (write_json if file.endswith(".json") else write_jsonl)(tmp_path / file, rows)
     message = _error(f"{name}:1:{path}")
     assert f"Dataset {name!r}" in message
-    assert "row 1:" in message
+    assert "row 2:" in message  # counted from 1, as lines are
     assert f"field `{field}`" in message
     assert problem in message
     assert "on_bad_row: skip" in message
@@ -152,21 +152,21 @@ def test_kind_requirements_name_the_row(tmp_path: Path, tok_ref: Any) -> None:
         ],
     )
     message = _error(f"jsonl:1:{path}", "preference", tok_ref)
-    assert "Dataset 'jsonl'" in message and "row 1:" in message
+    assert "Dataset 'jsonl'" in message and "row 2:" in message
     assert "field `other_answer` is missing" in message
 
 
 def test_dialogue_must_end_with_the_assistant(tmp_path: Path, tok_ref: Any) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", [{"dialogue": ["hello", "hi", "bye"]}])
     message = _error(f"jsonl:1:{path}", "supervised", tok_ref)
-    assert "row 0:" in message and "field `dialogue`" in message and "3 turns" in message
+    assert "row 1:" in message and "field `dialogue`" in message and "3 turns" in message
 
 
 def test_unsafe_safer_pair_is_refused_naming_the_row(tmp_path: Path, tok_ref: Any) -> None:
     rows = [pku_row(), pku_row(safer=0, safe0=False, safe1=True)]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     message = _error(f"PKU-SafeRLHF/train:1:{path}", "safety_preference", tok_ref)
-    assert "Dataset 'PKU-SafeRLHF/train'" in message and "row 1:" in message
+    assert "Dataset 'PKU-SafeRLHF/train'" in message and "row 2:" in message
     assert "field `safer`" in message and "contradictory" in message
     # the same pair is fine for the reward model (helpfulness only)
     train, _ = make_datasets("preference", DataCfg(train=[f"PKU-SafeRLHF/train:1:{path}"]), tok_ref)

@@ -38,7 +38,7 @@ def test_custom_bad_row_names_the_field(
     custom_dataset_module: Callable[..., str], tok_chat: Any
 ) -> None:
     module = custom_dataset_module("my-bad", rows=[{"question": "hi"}])
-    with pytest.raises(UserError, match=r"Dataset 'my-bad'.*row 0: field `reply` is missing"):
+    with pytest.raises(UserError, match=r"Dataset 'my-bad'.*row 1: field `reply` is missing"):
         make_datasets("supervised", DataCfg(train=["my-bad"], imports=[module]), tok_chat)
 
 
@@ -80,7 +80,7 @@ def test_reference_style_dataset_with_its_own_getitem(tok_chat: Any) -> None:
             return len(self.data)
 
     try:
-        with pytest.raises(UserError, match="row 1: field `answer` is missing"):
+        with pytest.raises(UserError, match="row 2: field `answer` is missing"):
             make_datasets("supervised", DataCfg(train=["test-ref-style"]), tok_chat)
         with pytest.warns(UserWarning, match="skipped 1 bad row"):
             train, _ = make_datasets(

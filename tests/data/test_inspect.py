@@ -91,7 +91,7 @@ def test_inspect_user_errors_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "Unknown dataset kind" in result.output
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"input": "a", "answer": 1}])
     result = runner.invoke(app, ["data", "inspect", f"jsonl:1:{bad}"])
-    assert result.exit_code == 2 and "row 0: field `answer`" in result.output
+    assert result.exit_code == 2 and "row 1: field `answer`" in result.output
     result = runner.invoke(app, ["data", "inspect", f"jsonl:1:{bad}", "--on-bad-row", "skip"])
     assert result.exit_code == 2 and "No samples" in result.output
 

@@ -97,6 +97,7 @@ class Trainer:
     train: TrainCfg
     logger: MetricsLogger
     losses: list[float]
+    optim: OptimCfg
 
     def run(
         self,
@@ -123,7 +124,7 @@ class Trainer:
             total_steps=stop_at,
             batches_per_step=self.train.gradient_accumulation_steps,
             resume_from=resume_from,
-            **kwargs,
+            **{"optim": {"model": ("optim", self.optim)}, **kwargs},
         )
 
 
@@ -135,9 +136,11 @@ def make_trainer(
     dropout: float = 0.1,
     lr: float = 1e-2,
     n: int = 64,
+    optim: dict[str, Any] | None = None,
     **train_kwargs: Any,
 ) -> Trainer:
-    """Engine + loader + logger; the schedule is built for `total` steps (cosine, warm-up)."""
+    """Engine + loader + logger; the schedule is built for `total` steps (cosine, warm-up;
+    `optim` overrides these settings)."""
     train = TrainCfg(
         per_device_batch_size=4,
         gradient_accumulation_steps=2,
@@ -146,14 +149,15 @@ def make_trainer(
         seed=7,
         **train_kwargs,
     )
-    optim = OptimCfg(lr=lr, weight_decay=0.01, warmup_ratio=0.25, clip_grad_norm=1.0)
-    ds_config = make_ds_config(DeepSpeedCfg(zero_stage=zero, precision="fp32"), train, optim)
-    engine = init_engine(tiny_llama(0, dropout), ds_config, optim, total)
+    defaults = {"lr": lr, "weight_decay": 0.01, "warmup_ratio": 0.25, "clip_grad_norm": 1.0}
+    settings = OptimCfg.model_validate({**defaults, **(optim or {})})
+    ds_config = make_ds_config(DeepSpeedCfg(zero_stage=zero, precision="fp32"), train, settings)
+    engine = init_engine(tiny_llama(0, dropout), ds_config, settings, total)
     loader = make_loader(
         CountingDataset(n), train.per_device_batch_size, shuffle=True, seed=train.seed
     )
     logger = MetricsLogger(run_dir, LoggingCfg(backend="none", log_every=100), {})
-    return Trainer(engine, loader, train, logger, [])
+    return Trainer(engine, loader, train, logger, [], settings)
 
 
 def tiny_tokenizer(eos: bool = True, pad: bool = True) -> Any:

@@ -64,7 +64,7 @@ def test_a_bot_continues_its_whole_history(toy_tokenizer: Any) -> None:
     session.add_user("give me tips")
     session.add_answer(bot, "water the seeds")
     session.add_user("and the goal ?")
-    text = toy_tokenizer.decode(bot.prompt_ids("chat"))
+    text = toy_tokenizer.decode(bot.prompt_ids("chat")[0])
     # the toy chat template is the reference template: each answer closed by EOS
     assert text == (
         "beginning of conversation : user : give me tips assistant : water the seeds </s> "

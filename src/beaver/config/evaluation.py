@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from beaver.config._base import Section
+from beaver.config._base import OutputDir, Section
 from beaver.config.sections import GenerationCfg, ModelCfg, SamplingCfg, TrainDataCfg
 
 Template = Literal["auto", "chat", "reference"]
@@ -70,7 +70,7 @@ class EvalArenaConfig(Section):
     """Prompts per generation and scoring batch."""
     seed: int = 42
     """Seed of the sampling (when temperature > 0)."""
-    output_dir: str = "output/eval-arena"
+    output_dir: OutputDir = "output/eval-arena"
     """Folder for `arena.csv`, `arena.jsonl` and `summary.json`."""
 
 
@@ -98,6 +98,15 @@ class JudgeApiCfg(Section):
     """Judge sampling temperature."""
     max_tokens: int = Field(1024, gt=0)
     """Longest judge reply."""
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> JudgeApiCfg:
+        if self.backoff_initial > self.backoff_max:
+            raise ValueError(
+                f"backoff_initial ({self.backoff_initial}) > backoff_max ({self.backoff_max}): "
+                "the first delay cannot be longer than the longest"
+            )
+        return self
 
 
 class EvalGPT4Config(Section):
@@ -147,7 +156,7 @@ class EvalGPT4Config(Section):
     `<output_dir>/judge_cache.jsonl`. A rerun reads answered requests from it and never pays twice."""
     seed: int = 42
     """Seed of the sampling and of the Elo shuffles."""
-    output_dir: str = "output/eval-gpt4"
+    output_dir: OutputDir = "output/eval-gpt4"
     """Folder for answers, `judgements.jsonl`, `summary.json` and the cache."""
 
     @model_validator(mode="after")
@@ -180,7 +189,7 @@ class EvalBigBenchConfig(Section):
     """Sequences per forward pass."""
     seed: int = 42
     """Seed of the choice order and of the few-shot draws."""
-    output_dir: str = "output/eval-bigbench"
+    output_dir: OutputDir = "output/eval-bigbench"
     """Folder for `bigbench.json` (per-task scores) and `bigbench_examples.jsonl`."""
 
     @model_validator(mode="after")
@@ -226,7 +235,7 @@ class ToyEvalConfig(Section):
     """Prompts per generation batch."""
     seed: int = 0
     """Sampling seed (the same for every policy)."""
-    output_dir: str = "output/demo"
+    output_dir: OutputDir = "output/demo"
     """Where `results.json` and `responses.jsonl` are written."""
 
     @model_validator(mode="after")
@@ -252,5 +261,5 @@ class ScoreEvalConfig(Section):
     """Datasets to score (`data.train` specs; for the toy world `toyworld-preference-test`)."""
     batch_size: int = Field(32, gt=0)
     """Pairs per forward pass."""
-    output_dir: str = "output/eval-score"
+    output_dir: OutputDir = "output/eval-score"
     """Where scores.jsonl, scores.csv, metrics.json and histogram.png are written."""

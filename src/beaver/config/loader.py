@@ -1,7 +1,9 @@
 """Load a stage config: YAML file + `key.sub=value` overrides (omegaconf), then pydantic.
 
 Every user mistake becomes a `UserError` whose message names the file, the key path, the value
-given and what was expected, with the closest valid key for a typo.
+given and what was expected, with the closest valid key for a typo. Values are shown only when
+they are short scalars: a whole-config or whole-section validator names the fields involved and
+never prints the config it was given, and a secret (`SecretStr`) field's value is never shown.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from beaver.errors import UserError
 
@@ -36,7 +39,7 @@ def load_config(
         OmegaConf.create(section_defaults(schema)),
         OmegaConf.create(defaults or {}),
         _load_yaml(path),
-        _parse_overrides(overrides or []),
+        _parse_overrides(overrides or [], schema),
     ]
     merged = OmegaConf.merge(*(_expand_model_paths(schema, layer) for layer in layers))
     try:
@@ -97,7 +100,7 @@ def _load_yaml(path: str | Path | None) -> DictConfig:
     return loaded
 
 
-def _parse_overrides(overrides: list[str]) -> DictConfig:
+def _parse_overrides(overrides: list[str], schema: type[BaseModel]) -> DictConfig:
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
@@ -106,8 +109,22 @@ def _parse_overrides(overrides: list[str]) -> DictConfig:
             )
     try:
         return OmegaConf.from_dotlist(overrides)
-    except (OmegaConfBaseException, yaml.YAMLError) as err:
-        raise UserError(f"Cannot parse overrides {overrides}: {err}") from None
+    except (OmegaConfBaseException, yaml.YAMLError):
+        pass
+    # Name the one override that does not parse (the others may hold a secret).
+    for item in overrides:
+        try:
+            OmegaConf.from_dotlist([item])
+        except (OmegaConfBaseException, yaml.YAMLError) as err:
+            problem = getattr(err, "problem", None) or type(err).__name__
+            key = item.partition("=")[0]
+            if _is_secret(schema, key.split(".")):
+                item = f"{key}=**********"
+            raise UserError(
+                f"Override {item} does not parse: {problem} (quote a value that holds YAML's "
+                "special characters, e.g. key='[a' or key='*x'; lists are written key=[a,b])"
+            ) from None
+    raise UserError("The overrides do not parse together; check their keys for conflicts.")
 
 
 def format_validation_error(err: ValidationError, schema: type[BaseModel], source: str) -> str:
@@ -123,14 +140,56 @@ def format_validation_error(err: ValidationError, schema: type[BaseModel], sourc
             )
         elif e["type"] == "missing":
             lines.append(f"  - missing required key `{path}`: {_describe(schema, loc)}")
+        elif e["type"] == "value_error" and _is_section(schema, loc):
+            # A model validator over a whole section (or the whole config): its message names
+            # the fields; its input is the section's dict, which is not printed.
+            where = f"`{path}`" if loc else "config"
+            lines.append(f"  - {where}: {e['msg'].removeprefix('Value error, ')}")
         else:
             expected = _describe(schema, loc)
-            where = f"`{path}`" if loc else "config"
+            shown = _shown_value(schema, loc, e.get("input"))
             lines.append(
-                f"  - {where} = {e.get('input')!r}: {e['msg']}"
+                f"  - `{path}`" + (f" = {shown}" if shown else "") + f": {e['msg']}"
                 + (f" (expected {expected})" if expected else "")
-            )
+            )  # fmt: skip
     return "\n".join(lines)
+
+
+def _is_section(schema: type[BaseModel], loc: list[str]) -> bool:
+    """Whether `loc` names the whole config or a section (a pydantic model) of it."""
+    if not loc:
+        return True
+    owner = _walk(schema, loc)
+    field = owner.model_fields.get(loc[-1]) if owner is not None else None
+    return field is not None and _model_of(field.annotation) is not None
+
+
+def _is_secret(schema: type[BaseModel], loc: list[str]) -> bool:
+    """Whether a field on the path `loc` holds a secret."""
+    model: type[BaseModel] | None = schema
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        if annotation is SecretStr or SecretStr in typing.get_args(annotation):
+            return True
+        model = _model_of(annotation)
+    return False
+
+
+def _shown_value(schema: type[BaseModel], loc: list[str], value: Any) -> str | None:
+    """The given value for an error message: a secret masked; a section's value or a mapping
+    (which may hold a secret) not at all; anything else as a short repr."""
+    if _is_secret(schema, loc):
+        return "'**********'"
+    if (
+        _is_section(schema, loc)
+        or isinstance(value, Mapping)
+        or (isinstance(value, list | tuple) and any(isinstance(v, Mapping | list) for v in value))
+    ):
+        return None
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -194,7 +253,7 @@ def _describe(schema: type[BaseModel], loc: list[str]) -> str:
 def _type_name(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
-    return str(annotation).replace("typing.", "")
+    return str(annotation).replace("typing.", "").replace("pydantic.types.", "")
 
 
 def dump_config(cfg: BaseModel) -> str:

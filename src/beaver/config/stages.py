@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from beaver.config._base import Section
+from beaver.config._base import OutputDir, Section
 from beaver.config.algorithms import ALGORITHMS, OnlineAlgorithm
 from beaver.config.sections import (
     DataCfg,
@@ -30,7 +30,7 @@ from beaver.config.sections import (
 class TrainStage(Section):
     """What every training stage has: where it writes, how it trains, logs and launches."""
 
-    output_dir: str
+    output_dir: OutputDir
     """Run folder: resolved config, DeepSpeed config, metrics.jsonl, checkpoints, final model."""
     train: LoopCfg = Field(default_factory=LoopCfg)
     """The training loop."""

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from beaver.config._base import Section
+from beaver.config._base import OutputDir, Section
 
 Share = Annotated[float, Field(ge=0.0, le=1.0)]
 """A probability or a share of a split, in [0, 1]."""
@@ -91,7 +91,7 @@ class ToyModelConfig(Section):
 class ToyWorldConfig(Section):
     """Generate the toy world: data files, a tokenizer and a tiny model, all from one seed."""
 
-    output_dir: str = "output/toyworld"
+    output_dir: OutputDir = "output/toyworld"
     """Folder that receives the data files, `tokenizer/` and `model/`."""
     seed: int = 0
     """Drives every random draw; the same seed writes byte-identical files."""

@@ -18,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from beaver.console import plain_console
 from beaver.data.build import dataset_class
 from beaver.data.kinds import KINDS
 from beaver.data.loading import DataWarning, OnBadRow, dedupe_prompts, mix
@@ -106,7 +107,7 @@ def _raw_panel(index: int, sample: RawSample) -> Panel:
             body.add_row(
                 Text(name, style="bold"), Text(repr(value) if not isinstance(value, str) else value)
             )
-    return Panel(body, title=f"sample {index} · {sample.where()}", title_align="left")
+    return Panel(body, title=Text(f"sample {index} · {sample.where()}"), title_align="left")
 
 
 def run(
@@ -126,7 +127,7 @@ def run(
 ) -> InspectResult:
     """Inspect `specs` as `kind` data (auto: from the first sample) for `tokenizer` (a name or
     path, or a loaded tokenizer; None prints raw samples only)."""
-    console = console or Console()
+    console = console or plain_console()
     with warnings.catch_warnings():  # the counts are printed below, with the sizes
         warnings.simplefilter("ignore", DataWarning)
         return _run(
@@ -196,8 +197,11 @@ def _run(
     )
     lengths = length_stats(ds.lengths, max_length)
     console.print(
-        f"template: [bold]{ds.template}[/] · max_length {max_length} · {ds.stats.summary()}",
-        highlight=False,
+        Text.assemble(
+            "template: ",
+            (ds.template, "bold"),
+            f" · max_length {max_length} · {ds.stats.summary()}",
+        )
     )
     if lengths:
         lt = Table(*lengths, title="token lengths (before truncation)")
@@ -220,7 +224,7 @@ def _run(
                 Panel(
                     render_tokens(tok, ids, flags),
                     title_align="left",
-                    title=f"sample {i} · {label} · {len(ids)} tokens · {where}",
+                    title=Text(f"sample {i} · {label} · {len(ids)} tokens · {where}"),
                 )
             )
     return InspectResult(kind, len(ds), ds.stats, lengths)

@@ -35,6 +35,14 @@ def _need(sample: RawSample, kind: str, *names: str) -> None:
             raise BadRow(name, f"is missing ({kind} data needs {', '.join(names)})")
 
 
+def _not_empty(sample: RawSample, *names: str) -> None:
+    """An empty answer would be trained (or scored) as "stop at once": refuse it as a bad row."""
+    for name in names:
+        value = getattr(sample, name)
+        if isinstance(value, str) and not value.strip():
+            raise BadRow(name, "is empty")
+
+
 def _check_prompt(sample: RawSample) -> None:
     if isinstance(sample.input, list) and len(sample.input) % 2 == 0:
         raise BadRow(
@@ -63,12 +71,16 @@ class SupervisedDataset(TokenizedDataset):
                     f"must alternate user and assistant turns and end with "
                     f"an assistant turn (got {len(sample.dialogue)} turns)",
                 )
+            for i in range(1, len(sample.dialogue), 2):
+                if not sample.dialogue[i].strip():
+                    raise BadRow("dialogue", f"turn {i + 1} (an assistant turn) is empty")
             return
         if sample.input is None:
             raise BadRow(
                 "input", "is missing (supervised data needs `input` + `answer`, or a `dialogue`)"
             )
         _need(sample, "supervised", "input", "answer")
+        _not_empty(sample, "answer")
         _check_prompt(sample)
 
     def encode(self, sample: RawSample) -> dict[str, Any] | None:
@@ -107,6 +119,7 @@ class PreferenceDataset(TokenizedDataset):
     @classmethod
     def check(cls, sample: RawSample) -> None:
         _need(sample, "preference", "input", "answer", "other_answer", "better")
+        _not_empty(sample, "answer", "other_answer")
         _check_prompt(sample)
 
     def ordered(self, sample: RawSample) -> tuple[str, str]:
@@ -188,6 +201,7 @@ class SafetyPreferenceDataset(PreferenceDataset):
             "is_safe",
             "is_other_safe",
         )
+        _not_empty(sample, "answer", "other_answer")
         _check_prompt(sample)
         safer_safe, other_safe = cls.signs(sample)
         if not safer_safe and other_safe:

@@ -1,7 +1,8 @@
 """Load specs into raw samples: convert and check every row, apply proportions, mix, split.
 
-Per source (one spec), in order: read and convert each row (a bad row stops with a message
-naming dataset, row and field, or is skipped and counted with `on_bad_row: skip`); drop duplicate
+Per source (one spec), in order: read and convert each row (a bad row, or a line of the file
+that cannot be read, stops with a message naming dataset, row (counted from 1) and field, or is
+skipped and counted with `on_bad_row: skip`); drop duplicate
 prompts (prompt-only data); hold out `eval_split` of the rows (seeded); take `proportion` of the
 rest (below 1 a seeded subsample, above 1 whole copies plus a seeded remainder). Then the
 sources are concatenated, and shuffled with the seed when there are several. Holding out before
@@ -18,6 +19,7 @@ from functools import partial
 from typing import Any, Literal
 
 from beaver.data.raw import BadRow, RawDataset, RawSample, validate_sample
+from beaver.data.readers import UnreadableRow
 from beaver.data.spec import DatasetSpec, parse_specs
 from beaver.errors import UserError
 
@@ -55,12 +57,25 @@ class Mixed:
     """Per spec: `spec`, `path`, `rows` read, `skipped` bad rows, `train` and `eval` samples taken."""
 
 
-def bad_row_message(name: str, path: str | None, index: int, err: BadRow | str) -> str:
+def bad_row_message(
+    name: str, path: str | None, index: int | None, err: BadRow | str, advice: bool = True
+) -> str:
+    """Where a bad row is (`index` is 0-based; rows are counted from 1, as lines are) and why."""
     where = f"Dataset {name!r}" + (f" ({path})" if path else "")
-    return (
-        f"{where}, row {index}: {err}. Fix the row, or set `data.on_bad_row: skip` to skip "
-        f"bad rows (they are counted)."
+    tail = (
+        ". Fix the row, or set `data.on_bad_row: skip` to skip bad rows (they are counted)."
+        if advice
+        else ""
     )
+    return f"{where}, row {index + 1 if index is not None else '?'}: {err}{tail}"
+
+
+class _Unreadable(Exception):
+    """A line of the file that could not be read at all (its reason as the message)."""
+
+
+def _as_is(row: Any) -> Any:
+    return row
 
 
 def _converted(ds: RawDataset) -> Iterator[tuple[int, Callable[[], Any]]]:
@@ -68,7 +83,9 @@ def _converted(ds: RawDataset) -> Iterator[tuple[int, Callable[[], Any]]]:
     rows = getattr(ds, "rows", None)
     if type(ds).__getitem__ is RawDataset.__getitem__ and rows is not None:
         for i, row in enumerate(rows):
-            yield i, partial(ds.convert, row)
+            # a line that could not be read is handed over as is, to be reported as a bad row
+            convert: Callable[[Any], Any] = _as_is if isinstance(row, UnreadableRow) else ds.convert
+            yield i, partial(convert, row)
     else:  # a reference-style dataset with its own __getitem__
         for i in range(len(ds)):
             yield i, partial(ds.__getitem__, i)
@@ -87,27 +104,34 @@ def load_source(
     ds = RawDataset.load(spec.name, spec.path, columns=columns or {})
     name, path = spec.name, getattr(ds, "path", spec.path)
     samples: list[RawSample] = []
-    skipped: list[str] = []
+    skipped: list[BadRow | str] = []
+    first = -1
     for index, thunk in _converted(ds):
         try:
-            sample = validate_sample(thunk())
+            converted = thunk()
+            if isinstance(converted, UnreadableRow):
+                raise _Unreadable(converted.reason)
+            sample = validate_sample(converted)
             if check is not None:
                 check(sample)
+        except _Unreadable as err:
+            problem: BadRow | str = str(err)
         except BadRow as err:
-            message = bad_row_message(name, path, index, err)
+            problem = err
         except KeyError as err:  # reference-style __getitem__: data['missing']
-            message = bad_row_message(name, path, index, f"field `{err.args[0]}` is missing")
+            problem = f"field `{err.args[0]}` is missing"
         else:
             sample.dataset, sample.row = name, index
             samples.append(sample)
             continue
         if on_bad_row == "error":
-            raise UserError(message)
-        skipped.append(message)
+            raise UserError(bad_row_message(name, path, index, problem))
+        first = index if not skipped else first
+        skipped.append(problem)
     if skipped:
         warnings.warn(
-            f"Dataset {name!r}: skipped {len(skipped)} bad row(s) of {len(ds)}; the "
-            f"first: {skipped[0]}",
+            f"Dataset {name!r}: skipped {len(skipped)} bad row(s) of {len(ds)}; the first: "
+            + bad_row_message(name, path, first, skipped[0], advice=False),
             DataWarning,
             stacklevel=2,
         )

@@ -61,11 +61,13 @@ class RawSample:
     dataset: str | None = field(default=None, compare=False, repr=False)
     """The dataset name it came from (set by the loader, for messages)."""
     row: int | None = field(default=None, compare=False, repr=False)
-    """Its 0-based row index in that dataset (set by the loader, for messages)."""
+    """Its 0-based row index in that dataset (set by the loader; messages count from 1)."""
 
     def where(self) -> str:
-        """'dataset X, row N' for messages."""
-        return f"dataset {self.dataset or '?'!r}, row {self.row if self.row is not None else '?'}"
+        """'dataset X, row N' for messages (N counted from 1, as lines are)."""
+        return (
+            f"dataset {self.dataset or '?'!r}, row {self.row + 1 if self.row is not None else '?'}"
+        )
 
     def conversation(self) -> list[str]:
         """The turns of a supervised sample: `dialogue`, or `input` turns followed by `answer`."""

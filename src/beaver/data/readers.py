@@ -7,6 +7,11 @@
   names a `FILE` (the toy world), that file inside the folder is read instead.
 - Anything else is a hub name, loaded with `datasets.load_dataset` (pinned `revision` if any);
   offline, that fails with a message saying how to pass a local path.
+
+A JSON-lines line that cannot be read (cut short by a kill, invalid JSON or UTF-8) becomes an
+`UnreadableRow` in its place: the loader reports it as a bad row (an error naming the line, or
+skipped and counted with `on_bad_row: skip`). A damaged JSON or CSV file is an error naming its
+line.
 """
 
 from __future__ import annotations
@@ -14,14 +19,25 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
 from beaver.errors import UserError
-from beaver.files import file_format, looks_local, parse_json, parse_jsonl
+from beaver.files import file_format, looks_local
 
 Rows = Sequence[Mapping[str, Any]]
+
+
+class UnreadableRow:
+    """Stands in for a JSON-lines line that could not be read; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"UnreadableRow({self.reason!r})"
 
 
 def read_rows(
@@ -73,12 +89,13 @@ def read_file(path: Path, *, what: str, fmt: str | None = None) -> list[dict[str
             raise UserError(
                 f"Dataset {what!r}: {path} is not a readable Parquet file: {err}"
             ) from None
-    text = _read_text(path, what)
+    raw = _read_bytes(path, what)
+    if fmt == "jsonl":
+        return _jsonl_rows(raw)
+    text = _decode(raw, path, what)
     if fmt == "csv":
         return [dict(r) for r in csv.DictReader(io.StringIO(text))]
-    if fmt == "json":
-        return _json_rows(text, path, what)
-    return _jsonl_rows(text, path, what)
+    return _json_rows(text, raw, path, what)
 
 
 def read_files(path: Path, *, what: str, fmt: str) -> list[dict[str, Any]]:
@@ -93,31 +110,62 @@ def read_files(path: Path, *, what: str, fmt: str) -> list[dict[str, Any]]:
     return [row for f in files for row in read_file(f, what=what, fmt=fmt)]
 
 
-def _read_text(path: Path, what: str) -> str:
+def _read_bytes(path: Path, what: str) -> bytes:
     try:
         raw = path.read_bytes()
-        if path.suffix.lower() == ".gz":
-            raw = gzip.decompress(raw)
-        return raw.decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError, EOFError) as err:
+        return gzip.decompress(raw) if path.suffix.lower() == ".gz" else raw
+    except (OSError, EOFError) as err:
         raise UserError(f"Dataset {what!r}: cannot read {path}: {err}") from None
 
 
-def _json_rows(text: str, path: Path, what: str) -> list[dict[str, Any]]:
-    where = f"Dataset {what!r}: {path}"
-    data = parse_json(text, where, lines_ok=True)
+def _decode(raw: bytes, path: Path, what: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise UserError(
+            f"Dataset {what!r}: {path} line {line} is not valid UTF-8 ({err.reason})"
+        ) from None
+
+
+def _json_rows(text: str, raw: bytes, path: Path, what: str) -> list[Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg == "Extra data":  # JSON lines in a .json file
+            return _jsonl_rows(raw)
+        raise UserError(
+            f"Dataset {what!r}: {path} is not valid JSON (line {err.lineno}, "
+            f"column {err.colno}: {err.msg})"
+        ) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
         raise UserError(
-            f"{where} must hold a JSON list of rows "
+            f"Dataset {what!r}: {path} must hold a JSON list of rows "
             f'(or {{"data": [...]}}), found {type(data).__name__}'
         )
     return data
 
 
-def _jsonl_rows(text: str, path: Path, what: str) -> list[dict[str, Any]]:
-    return parse_jsonl(text, f"Dataset {what!r}: {path}")
+def _jsonl_rows(raw: bytes) -> list[Any]:
+    """One row per non-blank line; an `UnreadableRow` for a line that does not read."""
+    rows: list[Any] = []
+    for lineno, data in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            rows.append(UnreadableRow(f"line {lineno} is not valid UTF-8 ({err.reason})"))
+            continue
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            rows.append(
+                UnreadableRow(f"line {lineno} is not valid JSON ({err.msg}, column {err.colno})")
+            )
+    return rows
 
 
 def _load_hub(

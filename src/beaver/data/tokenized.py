@@ -98,7 +98,7 @@ class TokenizedDataset(Dataset[dict[str, Any]]):
                 self.check(sample)
                 item = self.encode(sample)
             except BadRow as err:
-                message = bad_row_message(sample.dataset or "?", None, _row(sample), err)
+                message = bad_row_message(sample.dataset or "?", None, sample.row, err)
                 if on_bad_row == "error":
                     raise UserError(message) from None
                 self.stats.skipped_bad_rows += 1
@@ -159,13 +159,8 @@ class TokenizedDataset(Dataset[dict[str, Any]]):
         if self._skipped_here:  # rows skipped while loading were reported there
             notes.append(f"{self._skipped_here} bad rows skipped")
         if notes:
-            warnings.warn(
-                f"{self.kind} data: {'; '.join(notes)} ({s.summary()})", DataWarning, stacklevel=3
-            )
-
-
-def _row(sample: RawSample) -> int:
-    return sample.row if sample.row is not None else -1
+            # (the counts of `s.summary()` are printed by the stage: not repeated here)
+            warnings.warn(f"{self.kind} data: {'; '.join(notes)}", DataWarning, stacklevel=3)
 
 
 def as_tensor(ids: list[int]) -> torch.Tensor:

@@ -99,8 +99,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": weight_decay, "decay": True},
+        {"params": no_decay, "weight_decay": 0.0, "decay": False},
     ]
     return [g for g in groups if g["params"]]
 
@@ -164,6 +164,32 @@ def make_scheduler(optimizer: Optimizer, optim: OptimCfg, total_steps: int) -> A
         num_warmup_steps=warmup,
         num_training_steps=max(total_steps, 1),
     )
+
+
+def apply_optim_settings(engine: Any, optim: OptimCfg) -> None:
+    """Make a resumed engine train with `optim`, keeping the optimiser's moments and the
+    schedule's position from its checkpoint.
+
+    Loading a checkpoint restores the old lr, betas, eps and weight decay into the param groups
+    and the old peak lr into the schedule (`base_lrs`), while the schedule's shape (its lambda:
+    kind, warm-up, length) is the one this run built; left so, a changed `optim.lr` trains at
+    neither the requested nor the saved schedule. This sets every value from `optim` and the
+    lr of the current step from the new peak and shape. (Clipping comes from the DeepSpeed
+    config of this run already.) Groups carry `decay` (`param_groups`): which one decays.
+    """
+    scheduler = engine.lr_scheduler
+    groups = scheduler.optimizer.param_groups  # the client optimiser's: what ZeRO steps with
+    for index, group in enumerate(groups):
+        group["initial_lr"] = optim.lr
+        group["betas"] = tuple(optim.betas)
+        group["eps"] = optim.eps
+        decays = group.get("decay", index == 0)  # untagged (older) checkpoints: decay first
+        group["weight_decay"] = optim.weight_decay if decays else 0.0
+    scheduler.base_lrs = [optim.lr for _ in groups]
+    lrs = [optim.lr * fn(scheduler.last_epoch) for fn in scheduler.lr_lambdas]
+    for group, lr in zip(groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def init_engine(

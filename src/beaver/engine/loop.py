@@ -8,7 +8,12 @@ rollout and all its updates inside `step_fn`. The loop owns everything around it
 - evaluation (an `Evaluation`: every `every` steps or per epoch, and once at the end);
 - checkpoints every `save_every` steps, at the end, on SIGTERM / Ctrl-C, and when it gives up
   after `max_bad_steps` non-finite steps in a row (the model was not updated by those steps);
-- logging (rank 0): loss, lr, grad norm, tokens/s, ETA.
+- resume: from `resume_from`, or from the newest older complete checkpoint when a file of that
+  one is damaged (said on the console); the optimiser settings of *this* run apply from the
+  resumed step (a one-line notice lists what changed; the optimiser's moments and the schedule's
+  position come from the checkpoint); rows of `metrics.jsonl` past the resumed step (a killed
+  run's) are dropped, so no step is logged twice;
+- logging (rank 0): loss, the lr the step used, grad norm, tokens/s, ETA.
 
 Engines in `engines` are the *trained* ones (saved and restored); frozen engines (reference
 model, reward model) are the stage's business. `stateful` objects (`state_dict` /
@@ -28,9 +33,10 @@ from typing import Any, Protocol
 
 from torch.utils.data import DataLoader
 
-from beaver.config.sections import LoopCfg, TrainCfg
+from beaver.config.sections import LoopCfg, OptimCfg, TrainCfg
 from beaver.engine import checkpoint as ckpt
 from beaver.engine import dist
+from beaver.engine.build import apply_optim_settings
 from beaver.engine.data import batches_per_epoch, set_position
 from beaver.engine.tracking import MetricsLogger
 from beaver.errors import UserError
@@ -134,16 +140,30 @@ def train_loop(
     evaluation: Evaluation | None = None,
     stateful: dict[str, Stateful] | None = None,
     resume_from: str | Path | None = None,
+    optim: dict[str, tuple[str, OptimCfg]] | None = None,
 ) -> LoopResult:
-    """Run `step_fn` until `total_steps`, resuming from `resume_from` if given."""
+    """Run `step_fn` until `total_steps`, resuming from `resume_from` if given.
+
+    `optim`: per trained engine, the config key of its optimiser settings and the settings
+    (`{"model": ("optim", cfg.optim)}`), for messages and for a resume with changed settings.
+    """
     stateful = stateful or {}
+    optim = optim or {}
     progress = Progress()
     if resume_from is not None:
-        meta, extra = ckpt.load_checkpoint(resume_from, engines)
+        named = train.resume not in (None, "auto") and ckpt.is_checkpoint(train.resume)
+        meta, extra, resume_from = ckpt.load_intact(
+            resume_from, engines, logger.print, fallback=not named
+        )
         progress = Progress(**meta["progress"])
         for key, obj in stateful.items():
             obj.load_state_dict(extra[key])
+        for name, (_, settings) in optim.items():
+            apply_optim_settings(engines[name], settings)
+        logger.drop_after(progress.step)
         logger.print(f"resumed from {resume_from} at step {progress.step}")
+        if notice := _changed_settings(meta, optim, total_steps):
+            logger.print(notice)
     steps_per_epoch = batches_per_epoch(loader) // batches_per_step
     if steps_per_epoch == 0:
         raise UserError(
@@ -159,12 +179,15 @@ def train_loop(
     def save() -> Path:
         nonlocal last_save
         extra = {key: obj.state_dict() for key, obj in stateful.items()}
+        settings = {
+            name: {"key": key, **cfg.model_dump(mode="json")} for name, (key, cfg) in optim.items()
+        }
         result.checkpoint = ckpt.save_checkpoint(
             checkpoint_dir,
             progress.step,
             engines,
             extra,
-            {"progress": asdict(progress)},
+            {"progress": asdict(progress), "optim": settings, "total_steps": total_steps},
             train.keep_last,
         )
         last_save = progress.step
@@ -183,6 +206,7 @@ def train_loop(
     try:
         with _stop_signals() as stop:
             while progress.step < total_steps:
+                lrs = _lrs(engines)  # what this step trains with (the schedule moves in it)
                 t0 = time.perf_counter()
                 out = step_fn(next(windows))
                 clock.add(time.perf_counter() - t0)
@@ -190,10 +214,10 @@ def train_loop(
                 progress.batches_done += batches_per_step
                 stop_now = _account(out, engines, progress, clock, logger, bool(stop))
                 if progress.step % logger.cfg.log_every == 0 or progress.step == total_steps:
-                    metrics = _step_metrics(out, engines, clock, progress, total_steps)
+                    metrics = _step_metrics(out, engines, lrs, clock, progress, total_steps)
                     logger.log(progress.step, metrics)
                 if progress.bad_in_row >= train.max_bad_steps:
-                    raise _diverged(progress, save())
+                    raise _diverged(progress, save(), [key for key, _ in optim.values()])
                 if progress.batches_done == steps_per_epoch * batches_per_step:
                     progress.epoch, progress.batches_done = progress.epoch + 1, 0
                     if evaluation is not None and evaluation.strategy == "epoch":
@@ -262,13 +286,51 @@ def _account(
     return flags["stop"] > 0
 
 
-def _diverged(progress: Progress, checkpoint: Path) -> TrainingDiverged:
+def _diverged(progress: Progress, checkpoint: Path, optim_keys: list[str]) -> TrainingDiverged:
+    keys = " and/or ".join(f"{k}.lr" for k in dict.fromkeys(optim_keys)) or "the learning rate"
     return TrainingDiverged(
         f"{progress.bad_in_row} steps in a row had a non-finite loss or gradient norm (at step "
         f"{progress.step}); they were skipped and the run stopped. The model before them is in "
-        f"checkpoint {checkpoint}. Lower optim.lr, raise optim.clip_grad_norm, or check the "
-        "data; resume with train.resume=auto."
+        f"checkpoint {checkpoint}. Lower {keys} (or check the data) and resume with "
+        "train.resume=auto: the new values apply from that step."
     )
+
+
+def _changed_settings(
+    meta: dict[str, Any], optim: dict[str, tuple[str, OptimCfg]], total_steps: int
+) -> str | None:
+    """A one-line notice of the optimiser settings that differ from the checkpoint's."""
+    saved = meta.get("optim") or {}
+    changes = []
+    for name, (key, cfg) in optim.items():
+        before = saved.get(name)
+        if before is None:
+            continue
+        now = cfg.model_dump(mode="json")
+        changes += [
+            f"{key}.{field} {before[field]} -> {value}"
+            for field, value in now.items()
+            if field in before and before[field] != value
+        ]
+    length = meta.get("total_steps")
+    if length is not None and length != total_steps:
+        changes.append(f"schedule length {length} -> {total_steps} steps")
+    if not changes:
+        return None
+    listed = ", ".join(dict.fromkeys(changes))  # two critics share critic_optim: said once
+    return (
+        f"resumed with changed optimiser settings, applied from step {meta['progress']['step']} "
+        f"(the optimiser's moments and the schedule's position kept): {listed}"
+    )
+
+
+def _lrs(engines: dict[str, Any]) -> dict[str, float]:
+    """The current learning rate of every trained engine."""
+    return {
+        name: float(e.get_lr()[0])
+        for name, e in engines.items()
+        if getattr(e, "optimizer", None) is not None
+    }
 
 
 def _engines_applied(engines: dict[str, Any]) -> bool:
@@ -282,13 +344,18 @@ def _engines_applied(engines: dict[str, Any]) -> bool:
 
 
 def _step_metrics(
-    out: StepResult, engines: dict[str, Any], clock: _Clock, progress: Progress, total_steps: int
+    out: StepResult,
+    engines: dict[str, Any],
+    lrs: dict[str, float],
+    clock: _Clock,
+    progress: Progress,
+    total_steps: int,
 ) -> dict[str, float]:
     metrics = dist.reduce_values({"loss": out.loss, **out.metrics}, "mean")
     trained = {n: e for n, e in engines.items() if getattr(e, "optimizer", None) is not None}
     for name, engine in trained.items():
         suffix = "" if len(trained) == 1 else f"/{name}"
-        metrics[f"lr{suffix}"] = float(engine.get_lr()[0])
+        metrics[f"lr{suffix}"] = lrs[name]
         norm = engine.get_global_grad_norm()
         if norm is not None:
             metrics[f"grad_norm{suffix}"] = float(norm)

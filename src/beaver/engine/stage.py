@@ -16,6 +16,8 @@ from torch import nn
 from beaver.config.sections import OptimCfg
 from beaver.config.stages import OneModelStage
 from beaver.engine.build import DeepSpeedSpec, init_engine, make_ds_config
+from beaver.engine.checkpoint import disk_errors
+from beaver.engine.checkpoint import finished_advice as _finished
 from beaver.engine.data import make_loader
 from beaver.engine.loop import Evaluation, StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run
@@ -66,11 +68,13 @@ def train_one_model(
         batches_per_step=train.gradient_accumulation_steps,
         evaluation=evaluation,
         resume_from=run.resume_from,
+        optim={"model": ("optim", optim)},
     )
     model_dir = None
     if result.interrupted is None:
         model_dir = run.dir / "model"
-        save(engine, model_dir)
+        with disk_errors("the final model", model_dir, _finished(result)):
+            save(engine, model_dir)
     else:
         run.print(f"stopped by {result.interrupted}; continue with train.resume=auto")
     finish_run(run, result, model_dir, {"data": train_ds.stats.as_dict()})

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from beaver.config.sections import LoggingCfg
+from beaver.console import plain_console
 
 _SHOWN = (
     "loss",
@@ -56,7 +56,7 @@ class MetricsLogger:
         self.enabled = enabled
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.console = Console(highlight=False)
+        self.console = plain_console()
         self.live = enabled and sys.stdout.isatty()
         self._progress: Progress | None = None
         self._task: Any = None
@@ -83,7 +83,7 @@ class MetricsLogger:
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"),
+            TextColumn("{task.fields[metrics]}", markup=False),
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
@@ -130,6 +130,20 @@ class MetricsLogger:
                 soft_wrap=True,
             )
 
+    def drop_after(self, step: int) -> None:
+        """Forget the rows of `metrics.jsonl` logged after `step`: a resumed run repeats the
+        steps a killed run made past its last checkpoint (a line cut short by the kill goes too).
+        """
+        if not self.enabled:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        self._jsonl.close()
+        kept = [line for line in path.read_text().splitlines() if _step_of(line) <= step]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+        self._jsonl = open(path, "a")  # noqa: SIM115 (closed in close())
+
     def close(self) -> None:
         self.stop()
         if self._jsonl is not None:
@@ -141,6 +155,14 @@ class MetricsLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics row; infinite for a line that does not parse (cut by a kill)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def _start_wandb(run_dir: Path, project: str, name: str, config: dict[str, Any]) -> Any:

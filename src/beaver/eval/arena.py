@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from beaver.config import ModelCfg, SamplingCfg
 from beaver.config.evaluation import EvalArenaConfig
+from beaver.console import plain_console
 from beaver.data.templates import Template, encode_prompt
 from beaver.eval.files import load_prompts, world_folder
 from beaver.eval.pairwise import safety_table, win_tie_loss
@@ -170,7 +172,7 @@ def print_summary(summary: dict[str, Any], names: tuple[str, str], console: Cons
 
 def run(cfg: EvalArenaConfig) -> None:
     """`beaver eval arena`."""
-    console = Console(highlight=False)
+    console = plain_console()
     check_models(red_model=cfg.red_model, blue_model=cfg.blue_model,
                  reward_model=cfg.reward_model, cost_model=cfg.cost_model)  # fmt: skip
     rows = load_prompts(cfg.prompts, cfg.max_prompts)
@@ -181,7 +183,8 @@ def run(cfg: EvalArenaConfig) -> None:
     torch.manual_seed(cfg.seed)
     answers: dict[str, list[str]] = {}
     for name, model in zip(names, (cfg.red_model, cfg.blue_model), strict=True):
-        with console.status(f"{name}: answering {len(prompts)} prompts with {model.name_or_path}"):
+        status = f"{name}: answering {len(prompts)} prompts with {model.name_or_path}"
+        with console.status(Text(status)):
             answers[name] = generate_answers(
                 model, prompts, cfg.generation, cfg.template, cfg.batch_size
             )

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from torch import nn
 
 from beaver.config import GenerationCfg
 from beaver.config.evaluation import EvalBigBenchConfig
+from beaver.console import plain_console
 from beaver.errors import UserError
 from beaver.files import read_json, write_json, write_jsonl
 from beaver.models.batching import pad_batch
@@ -239,16 +240,16 @@ def evaluate_task(
 
 def run(cfg: EvalBigBenchConfig) -> None:
     """`beaver eval bigbench`."""
-    console = Console(highlight=False)
+    console = plain_console()
     tasks = [load_task(t) for t in cfg.tasks]  # every task checked before the model loads
     check_models(model=cfg.model)
     name = cfg.model.name_or_path
-    with console.status(f"loading {name}"):
+    with console.status(Text(f"loading {name}")):
         tokenizer = inference_tokenizer(cfg.model)
         model = inference_lm(cfg.model)
     results, records = [], []
     for task in tasks:
-        with console.status(f"{task.name}: {len(task.data['examples'])} examples"):
+        with console.status(Text(f"{task.name}: {len(task.data['examples'])} examples")):
             scores, recs = evaluate_task(model, tokenizer, task, cfg)
         results.append(scores)
         records += recs

@@ -8,7 +8,10 @@ read from a JSONL answer file. Each pair is judged once per criterion (twice wit
 `both_orders`, the answers swapped, to cancel the judge's position bias).
 
 Written to `output_dir`: `judgements.jsonl` (scores, reasoning, status per pair and criterion),
-`summary.json` (mean scores, win / tie / loss, Elo), and the request cache.
+`summary.json` (mean scores, win / tie / loss, Elo), and the request cache, which keeps only
+well-formed judgements: a request that failed, or whose reply holds no scores, is asked again by
+the next run of the same command. The command says how many requests could not be judged, and
+exits with code 1 when none could.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from beaver.config.evaluation import Criterion, EvalGPT4Config
 from beaver.config.sections import ModelCfg
+from beaver.console import plain_console
 from beaver.errors import UserError
 from beaver.eval.files import load_answers, load_prompt_rows, load_prompts
 from beaver.eval.judge_client import JudgeCache, JudgeClient, JudgeReply
@@ -34,6 +39,13 @@ from beaver.files import read_json_rows, write_json, write_jsonl
 from beaver.models.loading import check_models
 
 BUILTIN_PROMPTS = "redteam_prompts.jsonl"
+
+
+class NothingJudged(UserError):
+    """Not one request got a judgement (the API is down, or the judge does not follow the
+    reply format)."""
+
+    exit_code = 1
 
 
 def builtin_prompts_path() -> Path:
@@ -106,8 +118,11 @@ def collect_answers(
         kept = [r for r in rows if r["prompt"] in answers]
         if len(kept) < len(rows):
             console.print(
-                f"[yellow]{side} answers ({getattr(cfg, f'{side}_answers')}) lack "
-                f"{len(rows) - len(kept)} of {len(rows)} prompts; judging the rest[/]"
+                Text(
+                    f"{side} answers ({getattr(cfg, f'{side}_answers')}) lack "
+                    f"{len(rows) - len(kept)} of {len(rows)} prompts; judging the rest",
+                    style="yellow",
+                )
             )
         rows = kept
     if not rows:
@@ -117,9 +132,8 @@ def collect_answers(
     for side in ("red", "blue"):
         model = getattr(cfg, f"{side}_model")
         if model is not None:
-            with console.status(
-                f"{side}: answering {len(prompts)} prompts with {model.name_or_path}"
-            ):
+            status = f"{side}: answering {len(prompts)} prompts with {model.name_or_path}"
+            with console.status(Text(status)):
                 out[side] = model_answers(side, model, prompts, cfg)
     return rows, out
 
@@ -134,7 +148,7 @@ def judge_one(replies: list[tuple[tuple[str, str], JudgeReply]]) -> dict[str, An
     scores: dict[str, list[float]] = {"red": [], "blue": []}
     reasons, errors, raw = [], [], []
     for (first, second), reply in replies:
-        if reply.status != "ok":
+        if reply.status == "failed":
             errors.append(reply.error)
             continue
         parsed = parse_scores(reply.content or "")
@@ -205,8 +219,8 @@ def print_summary(cfg: EvalGPT4Config, summary: dict[str, Any], console: Console
 
     row(f"{red} mean score (1-10)", lambda s: f"{s[f'{red}_mean']:.2f}")
     row(f"{blue} mean score (1-10)", lambda s: f"{s[f'{blue}_mean']:.2f}")
-    for key in ("win", "tie", "loss"):
-        row(f"{blue} {key}s", lambda s, key=key: str(s[f"{blue}_vs_{red}"][key]))
+    for key, label in (("win", "wins"), ("tie", "ties"), ("loss", "losses")):
+        row(f"{blue} {label}", lambda s, key=key: str(s[f"{blue}_vs_{red}"][key]))
     row(f"Elo {red}", lambda s: f"{s['elo'][red]:.0f}")
     row(f"Elo {blue}", lambda s: f"{s['elo'][blue]:.0f}")
     row("unparsed / failed", lambda s: f"{s['unparsed']} / {s['failed']}")
@@ -215,7 +229,7 @@ def print_summary(cfg: EvalGPT4Config, summary: dict[str, Any], console: Console
 
 def run(cfg: EvalGPT4Config) -> None:
     """`beaver eval gpt4`."""
-    console = Console(highlight=False)
+    console = plain_console()
     out_dir = Path(cfg.output_dir)
     cache = JudgeCache(cfg.cache_file or out_dir / "judge_cache.jsonl")
     check_models(red_model=cfg.red_model, blue_model=cfg.blue_model)
@@ -223,7 +237,8 @@ def run(cfg: EvalGPT4Config) -> None:
         answers = getattr(cfg, f"{side}_answers")
         if answers is not None and not Path(answers).is_file():
             raise UserError(f"{side}_answers: file not found: {answers}")
-    client = JudgeClient(cfg.judge, cache, cfg.seed)  # checks the key before any generation
+    # checks the key before any generation; caches only replies that hold two scores
+    client = JudgeClient(cfg.judge, cache, cfg.seed, accept=lambda t: parse_scores(t) is not None)
     rows, answers = collect_answers(cfg, console)
     prompts = [str(r["prompt"]) for r in rows]
     orders = _order_pairs(cfg)
@@ -238,7 +253,7 @@ def run(cfg: EvalGPT4Config) -> None:
                         criterion, prompt, answers[first][prompt], answers[second][prompt]
                     )
                 )
-    with Progress(console=Console(stderr=True), transient=True) as progress:
+    with Progress(console=plain_console(stderr=True), transient=True) as progress:
         task = progress.add_task("judging", total=len(requests))
         replies = client.run(requests, on_done=lambda: progress.advance(task))
     grouped: dict[tuple[int, Criterion], list[tuple[tuple[str, str], JudgeReply]]] = {}
@@ -260,10 +275,26 @@ def run(cfg: EvalGPT4Config) -> None:
     write_jsonl(out_dir / "judgements.jsonl", judged)
     write_json(out_dir / "summary.json", summary)
     print_summary(cfg, summary, console)
-    failed = sum(r.status == "failed" for r in replies)
-    if failed:
-        console.print(
-            f"[yellow]{failed} requests failed after retries; rerun the same command to retry "
-            "them (answered requests come from the cache)[/]"
-        )
     console.print(f"judgements: {out_dir / 'judgements.jsonl'}; summary.json; cache: {cache.path}")
+    report_failures(replies, console)
+
+
+def report_failures(replies: list[JudgeReply], console: Console) -> None:
+    """Say how many requests could not be judged; `NothingJudged` when none could."""
+    failed = sum(r.status == "failed" for r in replies)
+    unparsed = sum(r.status == "unparsed" for r in replies)
+    counts = f"{failed} failed after retries, {unparsed} were not a judgement"
+    retry = "rerun the same command to retry them (judged requests come from the cache)"
+    if replies and failed + unparsed == len(replies):
+        raise NothingJudged(
+            f"none of the {len(replies)} requests could be judged ({counts}; the errors and "
+            f"replies are in judgements.jsonl): {retry}"
+        )
+    if failed or unparsed:
+        console.print(
+            Text(
+                f"{failed + unparsed} of {len(replies)} requests could not be judged ({counts}); "
+                f"the scores above leave them out; {retry}",
+                style="yellow",
+            )
+        )

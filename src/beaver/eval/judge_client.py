@@ -4,10 +4,14 @@
 - 429, 408, 409, 5xx, timeouts and connection errors are retried with exponential backoff and
   jitter (a server's Retry-After is honoured, up to `backoff_max`); after `max_retries` the
   request is recorded as failed, and the next run asks again.
-- Every answered request is appended to a JSONL cache keyed by a SHA-256 of the request body
-  (model, messages, temperature, max_tokens) and flushed to disk at once, so a run killed
-  halfway resumes without paying twice for what was answered.
-- The API key never appears in a log line, an error message or a file: errors are scrubbed.
+- Every request answered with a well-formed reply (what the caller's `accept` takes: for
+  `eval gpt4`, a judgement with two scores) is appended to a JSONL cache keyed by a SHA-256 of
+  the request body (model, messages, temperature, max_tokens) and flushed to disk at once, so a
+  run killed halfway resumes without paying twice for what was answered. A reply `accept`
+  refuses (prose, an empty or schema-less body) is recorded as `unparsed`, never cached, and
+  asked again by the next run; so is a cached reply `accept` refuses (older caches kept them).
+- The API key never appears in a log line, an error message or a file: it stays a `SecretStr`
+  (from the config or `$OPENAI_API_KEY`) until the HTTP client is built, and errors are scrubbed.
 - A bad key, a forbidden or unknown model stop the run (`UserError`); other request errors
   (400, malformed replies) are recorded per request, never fatal.
 """
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import openai
+from pydantic import SecretStr
 
 from beaver.config.evaluation import JudgeApiCfg
 from beaver.errors import UserError
@@ -88,13 +93,14 @@ class JudgeCache:
 class JudgeReply:
     """The outcome of one request."""
 
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "unparsed", "failed"]
+    """`ok`: a well-formed reply; `unparsed`: an answer `accept` refused; `failed`: no answer."""
     content: str | None = None
     error: str | None = None
     cached: bool = False
 
 
-def resolve_credentials(cfg: JudgeApiCfg) -> tuple[str, str | None]:
+def resolve_credentials(cfg: JudgeApiCfg) -> tuple[SecretStr, str | None]:
     """(api key, base url) from the config, else `$OPENAI_API_KEY` / `$OPENAI_BASE_URL`."""
     key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
     if key and set(key) == {"*"}:  # the mask of a saved `--print-config`: not a real key
@@ -105,7 +111,7 @@ def resolve_credentials(cfg: JudgeApiCfg) -> tuple[str, str | None]:
             "no API key for the judge: set $OPENAI_API_KEY (or judge.api_key); a local server "
             "that needs none accepts any value, e.g. OPENAI_API_KEY=none"
         )
-    return key, cfg.base_url or os.environ.get("OPENAI_BASE_URL") or None
+    return SecretStr(key), cfg.base_url or os.environ.get("OPENAI_BASE_URL") or None
 
 
 def _retry_after(err: Exception) -> float | None:
@@ -120,15 +126,24 @@ def _retry_after(err: Exception) -> float | None:
 class JudgeClient:
     """Asks the judge, through the cache."""
 
-    def __init__(self, cfg: JudgeApiCfg, cache: JudgeCache, seed: int = 0) -> None:
-        self.cfg, self.cache = cfg, cache
+    def __init__(
+        self,
+        cfg: JudgeApiCfg,
+        cache: JudgeCache,
+        seed: int = 0,
+        accept: Callable[[str], bool] = bool,
+    ) -> None:
+        """`accept(reply text)`: whether a reply is well formed (cached and used); by default
+        any non-empty text."""
+        self.cfg, self.cache, self.accept = cfg, cache, accept
         self._key, self.base_url = resolve_credentials(cfg)
         self._rng = random.Random(seed)
         self.sent = 0  # requests that reached the network (retries included)
 
     def scrub(self, text: str) -> str:
         """`text` with the API key masked."""
-        return text.replace(self._key, "***") if self._key else text
+        key = self._key.get_secret_value()
+        return text.replace(key, "***") if key else text
 
     def _backoff(self, attempt: int, err: Exception) -> float:
         delay = min(self.cfg.backoff_max, self.cfg.backoff_initial * 2**attempt)
@@ -175,14 +190,14 @@ class JudgeClient:
         replies: dict[str, JudgeReply] = {}
         for key in unique:
             cached = self.cache.get(key)
-            if cached is not None:
+            if cached is not None and self.accept(cached):
                 replies[key] = JudgeReply("ok", content=cached, cached=True)
         todo = [k for k in unique if k not in replies]
 
         async def main() -> None:
             semaphore = asyncio.Semaphore(self.cfg.concurrency)
             client = openai.AsyncOpenAI(
-                api_key=self._key,
+                api_key=self._key.get_secret_value(),
                 base_url=self.base_url,
                 timeout=self.cfg.timeout,
                 max_retries=0,  # retried here, with our backoff and accounting
@@ -191,8 +206,10 @@ class JudgeClient:
             async def one(key: str) -> None:
                 async with semaphore:
                     reply = await self._ask(client, unique[key])
-                if reply.status == "ok" and reply.content is not None:
-                    self.cache.put(key, reply.content)
+                if reply.status == "ok" and self.accept(reply.content or ""):
+                    self.cache.put(key, reply.content or "")
+                elif reply.status == "ok":
+                    reply = JudgeReply("unparsed", content=reply.content, error="not well formed")
                 replies[key] = reply
                 if on_done is not None:
                     on_done()

@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from beaver.config.evaluation import ScoreEvalConfig
+from beaver.console import plain_console
 from beaver.errors import UserError
 from beaver.files import write_csv, write_json, write_jsonl
 from beaver.models.pairs import Objective, PairScores, collect_scores, pair_keys, pair_metrics
 
-console = Console()
+console = plain_console()
 
 
 def write_histogram(s: PairScores, objective: Objective, path: Path) -> Path:

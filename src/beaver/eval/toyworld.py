@@ -18,6 +18,7 @@ from rich.table import Table
 
 from beaver.config import ModelCfg
 from beaver.config.evaluation import ToyEvalConfig
+from beaver.console import plain_console
 from beaver.data.templates import encode_prompt
 from beaver.errors import UserError
 from beaver.files import write_json, write_jsonl
@@ -30,7 +31,7 @@ from beaver.toyworld import load_prompts, summarize_judgements
 # The demo's table is reproducible on one device only: the tiny models run on the CPU in fp32.
 CPU = torch.device("cpu")
 
-console = Console(width=160) if not Console().is_terminal else Console()
+console = plain_console(width=160) if not Console().is_terminal else plain_console()
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,19 @@ def _from_pretrained(
                 f"{what} {name!r} needs its repository's own Python code; if you trust "
                 "it, set model.trust_remote_code=true."
             ) from None
-        raise UserError(
-            f"cannot load {what} {name!r}: {text.splitlines()[0] if text else err!r}"
-        ) from None
+        raise UserError(f"cannot load {what} {name!r}: {_why(err, name, what)}") from None
+
+
+def _why(err: Exception, name: str, what: str) -> str:
+    """The whole of transformers' message on one line, or what the folder lacks."""
+    folder = Path(name).expanduser()
+    wanted = (
+        ("tokenizer.json", "tokenizer_config.json") if what == "tokenizer" else ("config.json",)
+    )
+    if folder.is_dir() and not any((folder / f).is_file() for f in wanted):
+        return f"{folder} is not a {what} folder in HF format (it has no {' or '.join(wanted)})"
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(text.split()) or repr(err)
 
 
 def load_tokenizer(model_cfg: ModelCfg, padding_side: str = "right") -> Any:

@@ -2,13 +2,17 @@
 
 Every model answers the same user turn. One model (or output that is not a terminal) streams
 as plain text under a label; several models in a terminal stream side by side in panels.
-Input comes from the terminal (with line editing) or from a pipe, one user turn per line, so a
-chat can be scripted: `printf 'hi\\n/regenerate\\n' | beaver chat --model PATH`.
+Input comes from the terminal (the terminal's own line editing) or from a pipe, one user turn
+per line, so a chat can be scripted: `printf 'hi\\n/regenerate\\n' | beaver chat --model PATH`.
 Ctrl-C during an answer stops it and drops the turn; Ctrl-C or Ctrl-D at the prompt leaves.
+Everything users and models write is printed as plain text (`[/INST]` is not Rich markup). When
+a conversation outgrows a model's context, its oldest exchanges are left out of the prompt.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -20,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from beaver.config import ChatConfig
+from beaver.console import plain_console
 from beaver.data.templates import resolve_template
 from beaver.errors import UserError
 from beaver.models.inference import inference_lm, inference_tokenizer
@@ -62,15 +67,19 @@ class ChatUI:
     # --- input -------------------------------------------------------------------------
     def read_turn(self) -> str | None:
         """The next non-empty line, or None at end of input (Ctrl-D / end of the pipe)."""
+        prompt = Text("you> ", style="bold green")
         while True:
             if self.interactive:
-                line = self.console.input("[bold green]you>[/] ")
+                self.console.print(prompt, end="")
+                line = read_terminal_line(self.stdin)
+                if line is None:
+                    return None
             else:
                 line = self.stdin.readline()
                 if not line:
                     return None
                 line = line.rstrip("\n")
-                self.console.print(f"[bold green]you>[/] {line}", highlight=False, markup=True)
+                self.console.print(Text.assemble(prompt, line))
             if line.strip():
                 return line.strip()
 
@@ -104,41 +113,45 @@ class ChatUI:
         }
         action = actions.get(command)
         if action is None:
-            self.console.print("[yellow]unknown command[/]; /help lists the commands")
+            self.console.print(
+                Text.assemble(("unknown command", "yellow"), "; /help lists the commands")
+            )
         else:
             action()
 
     def banner(self) -> None:
         names = ", ".join(b.label for b in self.session.bots)
         self.console.print(
-            f"[bold]beaver chat[/] with {names}. /help for commands, /exit to leave."
+            Text.assemble(
+                ("beaver chat", "bold"), f" with {names}. /help for commands, /exit to leave."
+            )
         )
 
     def help(self) -> None:
         table = Table(show_header=False, box=None)
         for name, what in COMMANDS.items():
-            table.add_row(f"[bold]{name}[/]", what)
+            table.add_row(Text(name, style="bold"), what)
         self.console.print(table)
 
     def reset(self) -> None:
         self.session.reset()
-        self.console.print("[dim]conversation reset[/]")
+        self.console.print(Text("conversation reset", style="dim"))
 
     def clear(self) -> None:
         self.session.reset()
         self.console.clear()
-        self.console.print("[dim]screen cleared, conversation reset[/]")
+        self.console.print(Text("screen cleared, conversation reset", style="dim"))
 
     def regenerate(self) -> None:
         if not self.session.drop_last_answers():
-            self.console.print("[yellow]nothing to regenerate yet[/]")
+            self.console.print(Text("nothing to regenerate yet", style="yellow"))
             return
         self.answer()
 
     def history(self) -> None:
         lines = self.session.transcript()
         if not lines:
-            self.console.print("[dim](the conversation is empty)[/]")
+            self.console.print(Text("(the conversation is empty)", style="dim"))
         labels = [b.label for b in self.session.bots]
         for who, text in lines:
             style = "bold green" if who == "you" else style_of(who, labels.index(who))
@@ -152,7 +165,7 @@ class ChatUI:
             answers = self._stream_side_by_side() if self.side_by_side else self._stream_plain()
         except KeyboardInterrupt:
             self.session.rewind(mark)
-            self.console.print("\n[yellow](interrupted: the turn was dropped)[/]")
+            self.console.print(Text("\n(interrupted: the turn was dropped)", style="yellow"))
             return
         if self.scorer.active and not self.side_by_side:  # side by side: scored in the panels
             for bot, line in zip(self.session.bots, self._score_lines(answers), strict=True):
@@ -161,9 +174,17 @@ class ChatUI:
             self.session.add_answer(bot, text)
 
     def _stream(self, bot: Bot, on_piece: Callable[[str], None]) -> str:
-        reply = StreamingReply(
-            bot.model, bot.tokenizer, bot.prompt_ids(self.session.template), self.cfg.generation
-        )
+        gen = self.cfg.generation
+        ids, dropped = bot.prompt_ids(self.session.template, gen.max_new_tokens)
+        if dropped:
+            self.console.print(
+                Text(
+                    f"({bot.label}: the {dropped} oldest turn(s) no longer fit its context "
+                    "and were left out)",
+                    style="dim",
+                )
+            )
+        reply = StreamingReply(bot.model, bot.tokenizer, ids, gen)
         pieces: list[str] = []
         try:
             for piece in reply:
@@ -203,8 +224,8 @@ class ChatUI:
                 *(
                     Panel(
                         Text(t),
-                        title=b.label,
-                        subtitle=n or None,
+                        title=Text(b.label),
+                        subtitle=Text(n) if n else None,
                         border_style=style_of(b.label, i),
                     )
                     for i, (b, t, n) in enumerate(zip(bots, texts, notes, strict=True))
@@ -236,6 +257,35 @@ class ChatUI:
         ]
 
 
+def read_terminal_line(stream: TextIO, poll_s: float = 0.1) -> str | None:
+    """One line typed at a terminal (None at Ctrl-D on an empty line); Ctrl-C raises at once.
+
+    Why not `input()`: it blocks in read(2), and a SIGINT that lands after the prompt is printed
+    but before the read starts only sets Python's signal flag; the handler (KeyboardInterrupt)
+    runs when the read returns, i.e. never at a quiet prompt. Waiting in `select` with a
+    timeout returns to the interpreter every `poll_s`, which runs the handler. The terminal is
+    in canonical mode, so the fd becomes readable once a whole line (or Ctrl-D) was typed, and
+    one read returns at most that line.
+    """
+    if os.name != "posix":  # no select on a console handle: fall back to the blocking read
+        try:
+            return input()
+        except EOFError:
+            return None
+    fd = stream.fileno()
+    data = b""
+    while not data.endswith(b"\n"):
+        while not select.select([fd], [], [], poll_s)[0]:
+            pass
+        chunk = os.read(fd, 4096)
+        if not chunk:  # Ctrl-D: on an empty line the end of input, else the end of that line
+            if not data:
+                return None
+            break
+        data += chunk
+    return data.decode("utf-8", errors="replace").rstrip("\n")
+
+
 def load_session(cfg: ChatConfig, labels: list[str] | None, console: Console) -> ChatSession:
     """Load every model of `cfg.models` (with a status line on stderr)."""
     check_models(**{f"models[{i}]": m for i, m in enumerate(cfg.models)})
@@ -243,7 +293,7 @@ def load_session(cfg: ChatConfig, labels: list[str] | None, console: Console) ->
     labels = labels or unique_labels([m.name_or_path for m in cfg.models])
     bots = []
     for label, model in zip(labels, cfg.models, strict=True):
-        with console.status(f"loading {model.name_or_path}"):
+        with console.status(Text(f"loading {model.name_or_path}")):
             tokenizer = inference_tokenizer(model)
             bots.append(Bot(label, inference_lm(model), tokenizer))
     return ChatSession(bots, cfg.template)
@@ -251,8 +301,8 @@ def load_session(cfg: ChatConfig, labels: list[str] | None, console: Console) ->
 
 def run_chat(cfg: ChatConfig, labels: list[str] | None = None) -> None:
     """Load the models (and score models), then chat until /exit or end of input."""
-    console = Console(highlight=False)
-    status = Console(stderr=True)
+    console = plain_console()
+    status = plain_console(stderr=True)
     session = load_session(cfg, labels, status)
     for bot in session.bots:  # a clear error for `template=chat` now, not at the first turn
         resolve_template(bot.tokenizer, cfg.template)

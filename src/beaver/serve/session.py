@@ -45,9 +45,27 @@ class Bot:
     tokenizer: Any
     history: list[Message] = field(default_factory=list)
 
-    def prompt_ids(self, template: Template) -> list[int]:
-        """Token ids this bot continues: its history up to the pending user turn."""
-        return encode_prompt(self.tokenizer, self.history, template)
+    def prompt_ids(self, template: Template, max_new_tokens: int = 0) -> tuple[list[int], int]:
+        """Token ids this bot continues: its history up to the pending user turn, without the
+        oldest exchanges that would leave no room in the model's context for `max_new_tokens`
+        more; and how many user turns were left out (the history itself keeps them)."""
+        limit = context_length(self.model)
+        history, dropped = self.history, 0
+        ids = encode_prompt(self.tokenizer, history, template)
+        while limit is not None and len(ids) + max_new_tokens > limit and len(history) > 2:
+            history, dropped = history[2:], dropped + 1  # the oldest user turn and its answer
+            ids = encode_prompt(self.tokenizer, history, template)
+        return ids, dropped
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence the model's positions cover (None when its config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 @dataclass

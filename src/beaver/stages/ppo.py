@@ -30,6 +30,8 @@ from beaver.config.sections import ModelCfg
 from beaver.config.stages import PPOConfig
 from beaver.engine import dist
 from beaver.engine.build import DeepSpeedSpec, init_engine, make_ds_config
+from beaver.engine.checkpoint import disk_errors
+from beaver.engine.checkpoint import finished_advice as _finished
 from beaver.engine.data import make_loader, to_device
 from beaver.engine.loop import StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run, start_run
@@ -239,8 +241,13 @@ def train(cfg: PPOConfig, run_: Run, parts: PPOParts, loader: Any, steps: int, t
     """The shared loop over `steps` rollouts, then the actor's HF folder, plots and summary."""
     models = parts.models
     engines = {"actor": models.actor, "reward_critic": models.reward_critic}
+    optim = {
+        "actor": ("actor_optim", cfg.actor_optim),
+        "reward_critic": ("critic_optim", cfg.critic_optim),
+    }
     if models.cost_critic is not None:
         engines["cost_critic"] = models.cost_critic
+        optim["cost_critic"] = ("critic_optim", cfg.critic_optim)
     stateful = {"lagrange": parts.controller} if parts.controller is not None else {}
     ptx_iter = _cycle(parts.ptx_loader) if parts.ptx_loader is not None else None
 
@@ -258,10 +265,12 @@ def train(cfg: PPOConfig, run_: Run, parts: PPOParts, loader: Any, steps: int, t
         batches_per_step=1,
         stateful=stateful,  # type: ignore[arg-type]
         resume_from=run_.resume_from,
+        optim=optim,
     )
     model_dir = None
     if result.interrupted is None:
-        model_dir = save_hf(models.actor, tok, run_.dir / "model")
+        with disk_errors("the final model", run_.dir / "model", _finished(result)):
+            model_dir = save_hf(models.actor, tok, run_.dir / "model")
     if dist.is_main():
         write_plots(run_, parts.controller)
     finish_run(run_, result, model_dir, {"algorithm": cfg.algorithm})

@@ -246,9 +246,9 @@ def generate(cfg: ToyWorldConfig, world: World = DEFAULT_WORLD) -> WorldSummary:
 
 def run(cfg: ToyWorldConfig) -> None:
     """CLI entry (`beaver toyworld`): generate, then print the summary table."""
-    from rich.console import Console
+    from beaver.console import plain_console
 
-    Console().print(format_summary(generate(cfg)))
+    plain_console().print(format_summary(generate(cfg)))
 
 
 def load_world(path: str | Path) -> World:

@@ -68,7 +68,7 @@ class GenericDataset(RawDataset):
         self.path = str(local)
         self.rows = read_files(local, what=self.NAME, fmt=self.FORMAT)
         self.columns = _check_columns(dict(columns or {})) if self.USES_COLUMNS else {}
-        first = self.rows[0] if len(self.rows) else {}
+        first = next((r for r in self.rows if isinstance(r, Mapping)), {})  # a readable row
         self.shape = detect_shape(first, self.columns)
 
     def convert(self, row: Mapping[str, Any]) -> RawSample:
