@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from beaver.config._base import OutputDir, Section
-from beaver.config.sections import GenerationCfg, ModelCfg, SamplingCfg, TrainDataCfg
+from beaver.config.sections import GenerationCfg, ModelCfg, SamplingCfg, TrainDataCfg, no_data
 
 Template = Literal["auto", "chat", "reference"]
 Criterion = Literal["harmlessness", "helpfulness"]
@@ -257,7 +257,7 @@ class ScoreEvalConfig(Section):
     / `cost` and refuse a model of the other kind."""
     model: ModelCfg
     """The trained score model (`beaver rm` / `beaver cm` output)."""
-    data: TrainDataCfg
+    data: TrainDataCfg = Field(default_factory=no_data)
     """Datasets to score (`data.train` specs; for the toy world `toyworld-preference-test`)."""
     batch_size: int = Field(32, gt=0)
     """Pairs per forward pass."""

@@ -6,7 +6,7 @@ defaults where the reference has one (ALGORITHMS.md, last section).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -36,7 +36,7 @@ class ModelCfg(Section):
 class TrainDataCfg(Section):
     """Training datasets as `NAME[:PROPORTION[:PATH]]` specs, and how their rows are read."""
 
-    train: list[str]
+    train: list[str] = Field(default_factory=list)
     """Training dataset specs, e.g. `["alpaca", "toyworld/sft:1.0:output/toyworld"]`."""
     max_length: int = Field(512, gt=0)
     """Longest tokenised sample; longer samples are truncated (and counted)."""
@@ -56,8 +56,14 @@ class TrainDataCfg(Section):
     @classmethod
     def _not_empty(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError("is empty: name at least one dataset spec NAME[:PROPORTION[:PATH]]")
+            raise ValueError("data.train is empty: name at least one dataset spec")
         return value
+
+
+def no_data() -> Any:
+    """The default of a stage's `data` section: no datasets, which `TrainDataCfg` refuses by
+    name, so a config without `data` hears `data.train is empty` as one with `data.train=[]`."""
+    return {"train": []}
 
 
 class DataCfg(TrainDataCfg):

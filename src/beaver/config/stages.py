@@ -24,6 +24,7 @@ from beaver.config.sections import (
     OptimCfg,
     TrainCfg,
     TrainDataCfg,
+    no_data,
 )
 
 
@@ -54,7 +55,7 @@ class SFTConfig(OneModelStage):
 
     model: ModelCfg
     """The causal LM to fine-tune."""
-    data: DataCfg
+    data: DataCfg = Field(default_factory=no_data)
     """Supervised datasets (`input` + `answer`, or multi-turn `dialogue`)."""
     optim: OptimCfg = Field(default_factory=OptimCfg)
     """Optimiser and schedule."""
@@ -81,7 +82,7 @@ class ScoreConfig(OneModelStage):
     signs. Set by the command (`rm` or `cm`)."""
     model: ModelCfg
     """The backbone to start from (usually the SFT model)."""
-    data: DataCfg
+    data: DataCfg = Field(default_factory=no_data)
     """Preference datasets (safety-preference for the cost model)."""
     optim: OptimCfg = Field(default_factory=lambda: OptimCfg(weight_decay=0.1))
     """Optimiser and schedule."""
@@ -181,7 +182,7 @@ class PPOConfig(TrainStage):
     """Initial reward critic; defaults to the reward model."""
     cost_critic: ModelCfg | None = None
     """Initial cost critic; defaults to the cost model."""
-    data: RLDataCfg
+    data: RLDataCfg = Field(default_factory=no_data)
     """Prompt datasets (and PTX datasets)."""
     generation: GenerationCfg = Field(default_factory=GenerationCfg)
     """Sampling options of the rollouts."""
