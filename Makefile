@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The tests' models are tiny: one intra-op thread is as fast alone and far faster on shared cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo test test-slow bench lint format docker-build docker-run clean
+.PHONY: install demo demo-offline test test-slow bench lint format docker-build docker-run clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+# DPO, SafeDPO, SACPO and P-SACPO beside PPO-Lag (reuses `make demo`'s models when present).
+demo-offline: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh offline
 
 # The default run: everything but the end-to-end runs of several minutes (marked `slow`).
 test: install

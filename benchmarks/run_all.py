@@ -23,7 +23,7 @@ import prepare
 import report
 
 HERE = Path(__file__).resolve().parent
-BENCHES = {"sft": "sft", "rm": "rm", "ppo": "ppo", "generation": "generation"}
+BENCHES = {"sft": "sft", "rm": "rm", "dpo": "dpo", "ppo": "ppo", "generation": "generation"}
 
 
 def findings(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -45,6 +45,16 @@ def findings(results: dict[str, dict[str, Any]]) -> list[str]:
             "A/A run of the harness (a side against itself) gives 0.96 - 1.01x: differences "
             "of a few percent are noise. Peak RSS: TRL's process imports more (the model is "
             "3 MB)."
+        )
+    r = results.get("dpo")
+    if r is not None:
+        ratio = next(iter(r["ratios"].values()))
+        out.append(
+            f"- {r['benchmark']}: beaver/TRL {ratio['median']:.2f}x (block pairs: median "
+            f"{ratio['paired_median']:.2f}x, quartiles {ratio['paired_q1']:.2f} - "
+            f"{ratio['paired_q3']:.2f}x) on the same token ids in the same order: both run one "
+            "policy forward + backward over the concatenated chosen and rejected answers and "
+            "one reference forward per batch."
         )
     r = results.get("ppo")
     if r is not None:

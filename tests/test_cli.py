@@ -24,6 +24,11 @@ COMMAND_OF = {
     "ppo": ["ppo"],
     "ppo-lag": ["ppo-lag"],
     "reward-shaping": ["ppo-lag"],
+    "dpo": ["dpo"],
+    "safe-dpo": ["dpo"],
+    "sacpo": ["dpo"],
+    "p-sacpo": ["merge"],
+    "eval-offline": ["eval", "toyworld"],
     "toyworld": ["toyworld"],
     "chat": ["chat"],
     "eval-arena": ["eval", "arena"],
@@ -36,7 +41,19 @@ COMMAND_OF = {
 def test_help_lists_every_stage() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("sft", "rm", "cm", "ppo", "ppo-lag", "chat", "arena", "eval", "toyworld"):
+    for name in (
+        "sft",
+        "rm",
+        "cm",
+        "ppo",
+        "ppo-lag",
+        "dpo",
+        "merge",
+        "chat",
+        "arena",
+        "eval",
+        "toyworld",
+    ):
         assert name in result.output
     result = runner.invoke(app, ["eval", "--help"])
     for name in ("arena", "gpt4", "bigbench", "rm", "cm"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from beaver.config import PPOConfig, ScoreConfig, SFTConfig, load_config
+from beaver.config import DPOConfig, MergeConfig, PPOConfig, ScoreConfig, SFTConfig, load_config
 from beaver.config.loader import all_paths, suggest_key
 from beaver.errors import UserError
 
@@ -121,7 +121,7 @@ def test_bad_interpolation(tmp_path: Path) -> None:
 
 
 def test_every_field_is_documented() -> None:
-    for schema in (SFTConfig, ScoreConfig, PPOConfig):
+    for schema in (SFTConfig, ScoreConfig, PPOConfig, DPOConfig, MergeConfig):
         for path in all_paths(schema):
             parent_path, _, leaf = path.rpartition(".")
             owner = schema

@@ -22,9 +22,11 @@ from rich.text import Text
 
 from beaver.config import (
     ChatConfig,
+    DPOConfig,
     EvalArenaConfig,
     EvalBigBenchConfig,
     EvalGPT4Config,
+    MergeConfig,
     PPOConfig,
     ScoreConfig,
     ScoreEvalConfig,
@@ -41,7 +43,8 @@ from beaver.errors import UserError
 
 app = typer.Typer(
     name="beaver",
-    help="Safe RLHF: SFT, reward and cost models, PPO and PPO-Lagrangian, chat and evaluation.",
+    help="Safe RLHF: SFT, reward and cost models, PPO and PPO-Lagrangian, DPO, SafeDPO and SACPO, "
+    "chat and evaluation.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
@@ -151,6 +154,11 @@ COMMANDS: tuple[tuple[typer.Typer, Command], ...] = (
     (app, Command("ppo-lag", "stages.ppo", PPOConfig,
                   "Safe RLHF: PPO-Lagrangian under a cost constraint (or the reward-shaping "
                   "baseline).", "algorithm", "ppo-lag", algorithms_of("ppo-lag"))),
+    (app, Command("dpo", "stages.dpo", DPOConfig,
+                  "Offline preference optimisation: DPO, SafeDPO or SACPO (`algorithm`), no "
+                  "reward model.")),
+    (app, Command("merge", "models.merge", MergeConfig,
+                  "Merge models linearly (P-SACPO): weights in, a plain HF model out.")),
     (eval_app, Command("arena", "eval.arena", EvalArenaConfig,
                        "Red vs blue on a prompt dataset, scored by reward and cost models.")),
     (eval_app, Command("gpt4", "eval.gpt4", EvalGPT4Config,

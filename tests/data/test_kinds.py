@@ -175,8 +175,10 @@ def test_preference_orders_better_first_and_ends_with_eos(tok_chat: Any) -> None
     assert set(batch) == {
         "better_input_ids",
         "better_attention_mask",
+        "better_response_mask",
         "worse_input_ids",
         "worse_attention_mask",
+        "worse_response_mask",
     }
     better = batch["better_input_ids"][0][batch["better_attention_mask"][0].bool()]
     worse = batch["worse_input_ids"][0][batch["worse_attention_mask"][0].bool()]
@@ -241,8 +243,10 @@ def test_safety_preference_orders_safer_first_with_signs(tok_chat: Any) -> None:
     assert set(batch) == {
         "safer_input_ids",
         "safer_attention_mask",
+        "safer_response_mask",
         "unsafer_input_ids",
         "unsafer_attention_mask",
+        "unsafer_response_mask",
         "safer_is_safe",
         "unsafer_is_safe",
     }

@@ -1,10 +1,18 @@
 """The math of Safe RLHF (ALGORITHMS.md) as pure tensor functions, importing only torch.
 
-Masks and log-probs, score-model losses, KL-shaped reward/cost streams, GAE, PPO losses, the
+Masks and log-probs, score-model losses, DPO-family losses and linear merging, KL-shaped reward/cost streams, GAE, PPO losses, the
 Lagrange multiplier controller with threshold calibration, score normalizers and typed containers.
 """
 
 from beaver.algo.advantages import combined_advantage, gae, whiten
+from beaver.algo.dpo import (
+    DPOLossOut,
+    SafeDPOPairs,
+    dpo_loss,
+    sacpo_beta,
+    safedpo_pairs,
+    safety_margin,
+)
 from beaver.algo.lagrange import LagrangeController, calibrate_threshold, threshold_from_costs
 from beaver.algo.logprobs import entropy_from_logits, logprobs_from_logits, shifted_logprobs
 from beaver.algo.masks import (
@@ -16,6 +24,7 @@ from beaver.algo.masks import (
     position_ids_from_attention_mask,
     response_mask,
 )
+from beaver.algo.merge import linear_merge
 from beaver.algo.normalizers import (
     ExponentialMovingAverage,
     Normalizer,
@@ -43,6 +52,7 @@ from beaver.algo.types import ActorLossOut, CostLossOut, GAEOut, RewardLossOut, 
 __all__ = [
     "ActorLossOut",
     "CostLossOut",
+    "DPOLossOut",
     "ExponentialMovingAverage",
     "GAEOut",
     "LagrangeController",
@@ -50,6 +60,7 @@ __all__ = [
     "RewardLossOut",
     "Rollout",
     "RunningMeanStd",
+    "SafeDPOPairs",
     "ScoreKind",
     "apply_missing_eos_penalty",
     "build_normalizer",
@@ -58,6 +69,7 @@ __all__ = [
     "cost_loss",
     "critic_loss",
     "divergence_span",
+    "dpo_loss",
     "entropy_from_logits",
     "gae",
     "gather_end_scores",
@@ -65,6 +77,7 @@ __all__ = [
     "kl_k1",
     "kl_k3",
     "last_token_index",
+    "linear_merge",
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
@@ -73,6 +86,9 @@ __all__ = [
     "response_mask",
     "reward_loss_sequence",
     "reward_loss_token",
+    "sacpo_beta",
+    "safedpo_pairs",
+    "safety_margin",
     "shaped_reward",
     "shifted_logprobs",
     "threshold_from_costs",

@@ -1,6 +1,7 @@
 """Validated configs: one pydantic schema per stage, loaded from YAML plus dotlist overrides."""
 
 from beaver.config.algorithms import ALGORITHMS, OnlineAlgorithm, algorithms_of
+from beaver.config.dpo import DPOCfg, DPOConfig, MergeConfig
 from beaver.config.evaluation import (
     ChatConfig,
     EvalArenaConfig,
@@ -37,6 +38,8 @@ from beaver.config.stages import (
 __all__ = [
     "ALGORITHMS",
     "ChatConfig",
+    "DPOCfg",
+    "DPOConfig",
     "DataCfg",
     "DeepSpeedCfg",
     "EvalArenaConfig",
@@ -47,6 +50,7 @@ __all__ = [
     "LaunchCfg",
     "LoggingCfg",
     "LoopCfg",
+    "MergeConfig",
     "ModelCfg",
     "OnlineAlgorithm",
     "OptimCfg",

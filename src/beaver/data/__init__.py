@@ -1,4 +1,4 @@
-"""The dataset layer: raw datasets (a registry), specs, the four dataset kinds, templates.
+"""The dataset layer: raw datasets (a registry), specs, the dataset kinds, templates.
 
 ```python
 from beaver.data import make_datasets
@@ -7,8 +7,8 @@ loader = DataLoader(train_ds, batch_size=8, shuffle=True, collate_fn=train_ds.co
 print(train_ds.stats.summary())
 ```
 
-Kinds: `supervised`, `preference`, `safety_preference`, `prompt_only` (batch keys in
-`beaver.data.kinds`). Specs: `NAME[:PROPORTION[:PATH]]` (`beaver.data.spec`). Built-in raw
+Kinds: `supervised`, `preference`, `safety_preference`, `labeled_preference`, `prompt_only`
+(batch keys in `beaver.data.kinds`). Specs: `NAME[:PROPORTION[:PATH]]` (`beaver.data.spec`). Built-in raw
 datasets: `beaver.data.sources`; custom ones: `beaver.data.plugins`.
 """
 
@@ -16,6 +16,7 @@ from beaver.data import sources as _sources  # registers the built-in datasets f
 from beaver.data.build import build_dataset, dataset_class, make_datasets
 from beaver.data.kinds import (
     KINDS,
+    LabeledPreferenceDataset,
     PreferenceDataset,
     PromptOnlyDataset,
     SafetyPreferenceDataset,
@@ -54,6 +55,7 @@ __all__ = [
     "DataStats",
     "DataWarning",
     "DatasetSpec",
+    "LabeledPreferenceDataset",
     "PreferenceDataset",
     "PromptOnlyDataset",
     "RawDataset",

@@ -1,15 +1,19 @@
-"""The four dataset kinds built on RawSample, each with its collator.
+"""The dataset kinds built on RawSample, each with its collator.
 
 Batch keys (B samples; L the longest sequence of the batch; attention masks are 0/1 long
 tensors found from lengths, so PAD may equal EOS):
 
 - supervised: `input_ids`, `attention_mask`, `labels` (B, L), right padded; labels are -100
   on the prompt, user turns and padding, the token id on assistant turns and their EOS.
-- preference: `better_input_ids`, `better_attention_mask`, `worse_input_ids`,
-  `worse_attention_mask` (B, L), right padded to one common L (so both halves can be
-  concatenated into one forward pass). Each sequence is prompt + answer + EOS.
+- preference: `better_input_ids`, `better_attention_mask`, `better_response_mask`,
+  `worse_input_ids`, `worse_attention_mask`, `worse_response_mask` (B, L), right padded to one
+  common L (so both halves can be concatenated into one forward pass). Each sequence is prompt +
+  answer + EOS; the response mask is 1 on the answer's tokens and its EOS (what DPO scores).
 - safety_preference: `safer_*` and `unsafer_*` as above, plus `safer_is_safe` and
   `unsafer_is_safe` (B,) bool.
+- labeled_preference: preference pairs (better first) with each answer's safety label,
+  `better_is_safe` and `worse_is_safe` (B,) bool: the helpfulness order that SafeDPO re-orders
+  by safety (`beaver.algo.dpo`).
 - prompt_only: `input_ids`, `attention_mask` (B, L), LEFT padded (for generation), plus `meta`,
   a list of B dicts: `prompt` (the raw input: a string, or a list of turns), `dataset`, and the
   row's metadata (e.g. the toy world's `risky`, `topic`, `category`). Items (`ds[i]`) hold
@@ -146,16 +150,19 @@ class PreferenceDataset(TokenizedDataset):
         return ids, flags, cut_any
 
     def encode(self, sample: RawSample) -> dict[str, Any] | None:
-        ids, _, cut = self.encode_pair(sample)
+        ids, flags, cut = self.encode_pair(sample)
         if ids[0] == ids[1]:
             self.stats.skipped_identical_pairs += 1
             return None
         if cut:  # the EOS is the last token, so any cut removes it
             self.stats.truncated += 1
             self.stats.truncated_eos += 1
+        first, second = self.keys
         return {
-            f"{self.keys[0]}_input_ids": as_tensor(ids[0]),
-            f"{self.keys[1]}_input_ids": as_tensor(ids[1]),
+            f"{first}_input_ids": as_tensor(ids[0]),
+            f"{first}_response_mask": as_tensor([int(f) for f in flags[0]]),
+            f"{second}_input_ids": as_tensor(ids[1]),
+            f"{second}_response_mask": as_tensor([int(f) for f in flags[1]]),
             **self.extra(sample),
         }
 
@@ -166,12 +173,19 @@ class PreferenceDataset(TokenizedDataset):
         first, second = self.keys
         seqs = [b[f"{first}_input_ids"] for b in batch] + [b[f"{second}_input_ids"] for b in batch]
         ids, mask = pad_batch(seqs, self.pad_token_id)  # (2B, L): one common L
+        responses, _ = pad_batch(
+            [b[f"{first}_response_mask"] for b in batch]
+            + [b[f"{second}_response_mask"] for b in batch],
+            0,
+        )
         n = len(batch)
         return {
             f"{first}_input_ids": ids[:n],
             f"{first}_attention_mask": mask[:n],
+            f"{first}_response_mask": responses[:n],
             f"{second}_input_ids": ids[n:],
             f"{second}_attention_mask": mask[n:],
+            f"{second}_response_mask": responses[n:],
         }
 
     def highlight(self, index: int) -> list[tuple[str, list[int], list[bool]]]:
@@ -245,6 +259,39 @@ class SafetyPreferenceDataset(PreferenceDataset):
         ]
 
 
+class LabeledPreferenceDataset(PreferenceDataset):
+    """Pairs ordered better first (by `better`), with each answer's safety label; no check of
+    the `safer` label (SafeDPO orders by helpfulness and the safety labels alone)."""
+
+    kind = "labeled_preference"
+
+    @classmethod
+    def check(cls, sample: RawSample) -> None:
+        _need(
+            sample,
+            "labeled_preference",
+            "input",
+            "answer",
+            "other_answer",
+            "better",
+            "is_safe",
+            "is_other_safe",
+        )
+        _not_empty(sample, "answer", "other_answer")
+        _check_prompt(sample)
+
+    def extra(self, sample: RawSample) -> dict[str, Any]:
+        pair = (bool(sample.is_safe), bool(sample.is_other_safe))
+        better_safe, worse_safe = pair if sample.better else (pair[1], pair[0])
+        return {"better_is_safe": better_safe, "worse_is_safe": worse_safe}
+
+    def collate(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        out = super().collate(batch)
+        for key in ("better_is_safe", "worse_is_safe"):
+            out[key] = torch.tensor([b[key] for b in batch], dtype=torch.bool)
+        return out
+
+
 class PromptOnlyDataset(TokenizedDataset):
     """Prompts for generation, de-duplicated per dataset, left padded; over-long ones dropped."""
 
@@ -279,5 +326,11 @@ class PromptOnlyDataset(TokenizedDataset):
 
 KINDS: dict[str, type[TokenizedDataset]] = {
     cls.kind: cls
-    for cls in (SupervisedDataset, PreferenceDataset, SafetyPreferenceDataset, PromptOnlyDataset)
+    for cls in (
+        SupervisedDataset,
+        PreferenceDataset,
+        SafetyPreferenceDataset,
+        LabeledPreferenceDataset,
+        PromptOnlyDataset,
+    )
 }

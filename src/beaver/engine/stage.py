@@ -1,4 +1,4 @@
-"""The skeleton of a stage that trains one model on a dataset (SFT, reward model, cost model).
+"""The skeleton of a stage that trains one model on a dataset (SFT, reward / cost model, DPO).
 
 The stage brings what differs — how to load its model, its step, its evaluation, how to save —
 and this runs the rest: data loaders, DeepSpeed config and engine, the shared loop, the final
@@ -32,9 +32,12 @@ def train_one_model(
     step: Callable[[Any, list[Any]], StepResult],
     evaluate: Callable[[Any, Any], dict[str, float]],
     save: Callable[[Any, Path], object],
+    summary: dict[str, Any] | None = None,
 ) -> None:
-    """Train `load_model(deepspeed)` (the model, loaded for its engine's set-up) with `step(engine, micro_batches)` on `datasets` (train,
-    eval), evaluating with `evaluate(engine, eval_loader)`; `save(engine, <run>/model)` at the end."""
+    """Train `load_model(deepspeed)` (the model, loaded for its engine's set-up) with
+    `step(engine, micro_batches)` on `datasets` (train, eval), evaluating with
+    `evaluate(engine, eval_loader)`; `save(engine, <run>/model)` at the end. `summary` adds the
+    stage's own entries to summary.json."""
     train_ds, eval_ds = datasets
     for name, ds in (("train data", train_ds), ("eval data", eval_ds)):
         if ds is not None:
@@ -77,4 +80,4 @@ def train_one_model(
             save(engine, model_dir)
     else:
         run.print(f"stopped by {result.interrupted}; continue with train.resume=auto")
-    finish_run(run, result, model_dir, {"data": train_ds.stats.as_dict()})
+    finish_run(run, result, model_dir, {"data": train_ds.stats.as_dict(), **(summary or {})})

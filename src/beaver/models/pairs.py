@@ -1,6 +1,7 @@
 """A score model on preference pairs: one forward over both halves, end scores, and metrics.
 
-Shared by the score stage (its training step and evaluation) and `beaver eval score`. Pairs are
+Shared by the score stage (its training step and evaluation), `beaver eval score` and the DPO
+stage (`pair_inputs`). Pairs are
 (a, b) = (better, worse) for a reward model and (safer, unsafer) for a cost model; the batch
 keys are those of the `preference` and `safety_preference` collators (`beaver.data.kinds`).
 """
@@ -33,18 +34,20 @@ class PairScores:
     b_safe: Tensor | None = None
 
 
-def pair_inputs(batch: dict[str, Tensor], objective: Objective) -> tuple[Tensor, Tensor]:
-    """(ids, mask) (2B, L) of both halves of a pair batch, first halves first (the collator pads
-    both halves to one length)."""
-    ka, kb = pair_keys(objective)
+def pair_inputs(
+    batch: dict[str, Tensor], keys: tuple[str, str], field: str = "attention_mask"
+) -> tuple[Tensor, Tensor]:
+    """(ids, `field`) (2B, L) of both halves of a pair batch, `keys[0]`'s rows first (the
+    collator pads both halves to one length); `field` may be `response_mask` (the answers)."""
+    ka, kb = keys
     ids = torch.cat([batch[f"{ka}_input_ids"], batch[f"{kb}_input_ids"]])
-    mask = torch.cat([batch[f"{ka}_attention_mask"], batch[f"{kb}_attention_mask"]])
+    mask = torch.cat([batch[f"{ka}_{field}"], batch[f"{kb}_{field}"]])
     return ids, mask
 
 
 def pair_forward(model: Any, batch: dict[str, Tensor], objective: Objective) -> Any:
     """One forward pass over both halves of a pair batch (per-token and end scores)."""
-    ids, mask = pair_inputs(batch, objective)
+    ids, mask = pair_inputs(batch, pair_keys(objective))
     return model(input_ids=ids, attention_mask=mask)
 
 
@@ -56,7 +59,7 @@ def collect_scores(
     ka, kb = pair_keys(objective)
     parts: dict[str, list[Tensor]] = {"a": [], "b": [], "a_safe": [], "b_safe": []}
     for batch in loader:
-        ids, mask = pair_inputs(batch, objective)
+        ids, mask = pair_inputs(batch, (ka, kb))
         first, second = score_sequences(model, ids.to(device), mask.to(device)).cpu().chunk(2)
         parts["a"].append(first)
         parts["b"].append(second)
