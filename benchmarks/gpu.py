@@ -174,6 +174,7 @@ def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]
     from beaver.config import PPOConfig, load_config
     from beaver.engine.build import init_engine, make_ds_config
     from beaver.stages.ppo import PPOParts, ppo_step
+    from beaver.stages.ppo_step import UpdatePlan
     from beaver.stages.rollout import RolloutModels, RolloutOptions
 
     cfg = load_config(
@@ -207,19 +208,11 @@ def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]
         cost_model=init_engine(llama("cost"), frozen_ds),
         cost_critic=init_engine(llama("critic"), critic_ds, cfg.critic_optim, steps),
     )
-    lag = cfg.lagrange
     parts = PPOParts(
         models=models,
         opts=RolloutOptions(cfg.generation, MODEL["eos_token_id"], MODEL["pad_token_id"]),
-        controller=LagrangeController(
-            lambda_init=lag.lambda_init,
-            lambda_lr=lag.lambda_lr,
-            lambda_max=lag.lambda_max,
-            threshold=lag.threshold,
-            window_size=lag.episode_cost_window_size,
-        ),
-        retokenize=None,
-        ptx_loader=None,
+        plan=UpdatePlan(cfg.ppo, cfg.train.per_device_batch_size, cfg.generation.temperature),
+        controller=LagrangeController.from_config(cfg.lagrange),
     )
     ids = torch.randint(3, MODEL["vocab_size"], (a.rollout, a.prompt_len))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

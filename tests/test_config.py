@@ -162,3 +162,37 @@ def test_override_value_yaml_cannot_read_is_a_user_error() -> None:
 def test_bare_no_means_no_evaluation() -> None:
     cfg = load_config(SFTConfig, TOY_SFT, ["train.eval_strategy=no"])
     assert cfg.train.eval_strategy == "no"
+
+
+def test_a_model_is_a_path_or_a_mapping_and_a_later_layer_sets_its_keys(tmp_path: Path) -> None:
+    from beaver.config import EvalArenaConfig, ModelCfg
+
+    yaml_file = tmp_path / "arena.yaml"
+    yaml_file.write_text("red_model: out/sft\nblue_model: {name_or_path: out/ppo}\nprompts: p\n")
+    cfg = load_config(EvalArenaConfig, yaml_file, ["red_model.trust_remote_code=true"])
+    assert cfg.red_model == ModelCfg(name_or_path="out/sft", trust_remote_code=True)
+    assert cfg.blue_model == ModelCfg(name_or_path="out/ppo")
+    assert cfg.reward_model is None
+
+
+def test_empty_training_data_is_refused_by_every_stage() -> None:
+    # One check (DataCfg.train), seen by every stage that reads data.
+    common = ["output_dir=o", "model.name_or_path=m", "data.train=[]"]
+    for schema, args in (
+        (SFTConfig, common),
+        (ScoreConfig, common),
+        (PPOConfig, ["output_dir=o", "actor=a", "reward_model=r", "data.train=[]"]),
+    ):
+        assert "data.train" in _error(schema, None, args) and "is empty" in _error(
+            schema, None, args
+        )
+
+
+def test_ppo_offers_no_evaluation_fields() -> None:
+    args = ["output_dir=o", "actor=a", "reward_model=r", "data.train=[p]"]
+    assert "unknown key `train.eval_strategy`" in _error(
+        PPOConfig, None, [*args, "train.eval_strategy=no"]
+    )
+    assert "unknown key `data.eval_split`" in _error(
+        PPOConfig, None, [*args, "data.eval_split=0.1"]
+    )

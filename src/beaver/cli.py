@@ -1,17 +1,18 @@
 """The `beaver` command line: one short command per stage.
 
-Each training command has the same shape: load YAML + `key.sub=value` overrides, validate
-(pydantic), then hand the config to its stage's `run(cfg)`. Nothing else lives here.
+Every command has the same shape: load YAML + `key.sub=value` overrides, validate (pydantic),
+then hand the config to its module's `run(cfg)`. The commands that differ only in module and
+schema are rows of `COMMANDS`; `chat`, `arena` and `data inspect` add their own options.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,14 +23,21 @@ from rich.text import Text
 from beaver.config import (
     ChatConfig,
     DPOConfig,
+    EvalArenaConfig,
+    EvalBigBenchConfig,
+    EvalGPT4Config,
     MergeConfig,
     PPOConfig,
     ScoreConfig,
+    ScoreEvalConfig,
     SFTConfig,
+    ToyEvalConfig,
     TrainStage,
+    algorithms_of,
     dump_config,
     load_config,
 )
+from beaver.config.toyworld import ToyWorldConfig
 from beaver.console import plain_console, plain_warnings
 from beaver.errors import UserError
 
@@ -41,10 +49,10 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
 )
-eval_app = typer.Typer(help="Evaluate models: arena, gpt4, bigbench, rm, cm.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Evaluate models: arena, gpt4, bigbench, toyworld, score (rm, cm).", no_args_is_help=True
+)
 data_app = typer.Typer(help="Look at datasets as the model will see them.", no_args_is_help=True)
-app.add_typer(eval_app, name="eval")
-app.add_typer(data_app, name="data")
 
 err_console = plain_console(stderr=True)
 
@@ -72,39 +80,49 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(err.exit_code) from None
 
 
-def _stage_runner(module: str) -> Any:
-    """`beaver.stages.<module>.run`, or a clear 'not built yet' exit for a stage still to come."""
-    name = f"beaver.{module}"
-    if importlib.util.find_spec(name) is None:
-        raise UserError(
-            f"`{module.rsplit('.', 1)[-1]}` is not built yet in this version of beaver."
-        )
-    return importlib.import_module(name).run
+@dataclass(frozen=True)
+class Command:
+    """A command that loads a config and hands it to `beaver.<module>.run(cfg)`."""
+
+    name: str
+    module: str
+    schema: type[BaseModel]
+    help: str
+    key: str | None = None
+    """A field the command sets (`objective`, `algorithm`)..."""
+    value: str | None = None
+    """...to this value, unless the config says otherwise..."""
+    allowed: frozenset[str] = frozenset()
+    """...within these values (default: `value` only)."""
+
+    def check(self, cfg: BaseModel) -> None:
+        if self.key is None:
+            return
+        got, allowed = getattr(cfg, self.key), self.allowed or frozenset({str(self.value)})
+        if got not in allowed:
+            raise UserError(
+                f"`{self.key}: {got}` does not fit this command "
+                f"(expected one of {sorted(allowed)}); use the matching command."
+            )
 
 
 def _run(
-    module: str,
-    schema: type[BaseModel],
+    cmd: Command,
     config: Path | None,
     overrides: list[str] | None,
     print_config: bool,
     defaults: dict[str, Any] | None = None,
-    allowed: tuple[str, set[str]] | None = None,
 ) -> None:
-    """Load and validate the config, then run the stage (or just print the config)."""
+    """Load and validate the config, then run the command (or just print the config)."""
     with user_errors():
-        cfg = load_config(schema, config, overrides, defaults=defaults)
-        if allowed is not None:
-            key, values = allowed
-            if getattr(cfg, key) not in values:
-                raise UserError(
-                    f"`{key}: {getattr(cfg, key)}` does not fit this command "
-                    f"(expected one of {sorted(values)}); use the matching command."
-                )
+        if cmd.key is not None:
+            defaults = {cmd.key: cmd.value, **(defaults or {})}
+        cfg = load_config(cmd.schema, config, overrides, defaults=defaults)
+        cmd.check(cfg)
         if print_config:
             typer.echo(dump_config(cfg), nl=False)
             return
-        runner = _stage_runner(module)
+        runner = importlib.import_module(f"beaver.{cmd.module}").run
         if isinstance(cfg, TrainStage):
             from beaver.engine.launch import relaunch_if_requested
 
@@ -112,102 +130,64 @@ def _run(
         runner(cfg)
 
 
-@app.command()
-def toyworld(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Generate the toy world: datasets, tokenizer, a tiny model and the ground-truth judge."""
-    from beaver.config.toyworld import ToyWorldConfig
+def _register(group: typer.Typer, cmd: Command) -> None:
+    def command(
+        config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
+    ) -> None:
+        _run(cmd, config, overrides, print_config)
 
-    _run("toyworld.generate", ToyWorldConfig, config, overrides, print_config)
-
-
-@app.command()
-def sft(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Supervised fine-tuning of a causal LM."""
-    _run("stages.sft", SFTConfig, config, overrides, print_config)
+    group.command(cmd.name, help=cmd.help)(command)
 
 
-@app.command()
-def rm(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Train a reward model (helpfulness) on preference pairs."""
-    _run(
-        "stages.score",
-        ScoreConfig,
-        config,
-        overrides,
-        print_config,
-        defaults={"objective": "reward"},
-        allowed=("objective", {"reward"}),
-    )
+COMMANDS: tuple[tuple[typer.Typer, Command], ...] = (
+    (app, Command("toyworld", "toyworld.generate", ToyWorldConfig,
+                  "Generate the toy world: datasets, tokenizer, a tiny model and the "
+                  "ground-truth judge.")),
+    (app, Command("sft", "stages.sft", SFTConfig, "Supervised fine-tuning of a causal LM.")),
+    (app, Command("rm", "stages.score", ScoreConfig,
+                  "Train a reward model (helpfulness) on preference pairs.",
+                  "objective", "reward")),
+    (app, Command("cm", "stages.score", ScoreConfig,
+                  "Train a cost model (harm) on safety-preference pairs.", "objective", "cost")),
+    (app, Command("ppo", "stages.ppo", PPOConfig, "RLHF with PPO against a reward model.",
+                  "algorithm", "ppo", algorithms_of("ppo"))),
+    (app, Command("ppo-lag", "stages.ppo", PPOConfig,
+                  "Safe RLHF: PPO-Lagrangian under a cost constraint (or the reward-shaping "
+                  "baseline).", "algorithm", "ppo-lag", algorithms_of("ppo-lag"))),
+    (app, Command("dpo", "stages.dpo", DPOConfig,
+                  "Offline preference optimisation: DPO, SafeDPO or SACPO (`algorithm`), no "
+                  "reward model.")),
+    (app, Command("merge", "models.merge", MergeConfig,
+                  "Merge models linearly (P-SACPO): weights in, a plain HF model out.")),
+    (eval_app, Command("arena", "eval.arena", EvalArenaConfig,
+                       "Red vs blue on a prompt dataset, scored by reward and cost models.")),
+    (eval_app, Command("gpt4", "eval.gpt4", EvalGPT4Config,
+                       "Pairwise judging by an OpenAI-compatible chat API (key from "
+                       "$OPENAI_API_KEY).")),
+    (eval_app, Command("bigbench", "eval.bigbench", EvalBigBenchConfig,
+                       "BIG-bench tasks from their JSON task files.")),
+    (eval_app, Command("toyworld", "eval.toyworld", ToyEvalConfig,
+                       "Judge policies on the toy world's held-out prompts (helpfulness, harm, "
+                       "learned scores).")),
+    (eval_app, Command("score", "eval.score", ScoreEvalConfig,
+                       "Score a (safety-)preference dataset with a reward or cost model: "
+                       "accuracy, scores file, histogram.", "objective", "auto",
+                       frozenset({"auto", "reward", "cost"}))),
+    (eval_app, Command("rm", "eval.score", ScoreEvalConfig,
+                       "`eval score` of a reward model (a cost model is refused).",
+                       "objective", "reward")),
+    (eval_app, Command("cm", "eval.score", ScoreEvalConfig,
+                       "`eval score` of a cost model: also sign accuracy (a reward model is "
+                       "refused).", "objective", "cost")),
+)  # fmt: skip
+"""The commands that differ only in module and schema, in the order `--help` lists them."""
 
-
-@app.command()
-def cm(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Train a cost model (harm) on safety-preference pairs."""
-    _run(
-        "stages.score",
-        ScoreConfig,
-        config,
-        overrides,
-        print_config,
-        defaults={"objective": "cost"},
-        allowed=("objective", {"cost"}),
-    )
-
-
-@app.command()
-def ppo(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """RLHF with PPO against a reward model."""
-    _run(
-        "stages.ppo",
-        PPOConfig,
-        config,
-        overrides,
-        print_config,
-        defaults={"algorithm": "ppo"},
-        allowed=("algorithm", {"ppo"}),
-    )
-
-
-@app.command("ppo-lag")
-def ppo_lag(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Safe RLHF: PPO-Lagrangian under a cost constraint (or the reward-shaping baseline)."""
-    _run(
-        "stages.ppo",
-        PPOConfig,
-        config,
-        overrides,
-        print_config,
-        defaults={"algorithm": "ppo-lag"},
-        allowed=("algorithm", {"ppo-lag", "reward-shaping"}),
-    )
-
-
-@app.command()
-def dpo(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Offline preference optimisation: DPO, SafeDPO or SACPO (`algorithm`), no reward model."""
-    _run("stages.dpo", DPOConfig, config, overrides, print_config)
-
-
-@app.command()
-def merge(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Merge models linearly (P-SACPO): weights in, a plain HF model out."""
-    _run("models.merge", MergeConfig, config, overrides, print_config)
+for _group, _cmd in COMMANDS:
+    _register(_group, _cmd)
+_CHAT = Command("chat", "serve.chat", ChatConfig, "")
+_ARENA = Command("arena", "serve.arena", ChatConfig, "")
+app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
 
 
 @app.command()
@@ -246,14 +226,7 @@ def chat(
     print_config: PrintOpt = False,
 ) -> None:
     """Chat with one or several models side by side in the terminal."""
-    _run(
-        "serve.chat",
-        ChatConfig,
-        config,
-        overrides,
-        print_config,
-        defaults={"models": model} if model else None,
-    )
+    _run(_CHAT, config, overrides, print_config, defaults={"models": model} if model else None)
 
 
 @app.command()
@@ -266,79 +239,7 @@ def arena(
 ) -> None:
     """Red vs blue: two models answer each prompt side by side, optionally scored live."""
     models = [m for m in (red, blue) if m]
-    _run(
-        "serve.arena",
-        ChatConfig,
-        config,
-        overrides,
-        print_config,
-        defaults={"models": models} if models else None,
-    )
-
-
-def _not_built(name: str) -> None:
-    with user_errors():
-        raise UserError(f"`{name}` is not built yet in this version of beaver.")
-
-
-@eval_app.command("arena")
-def eval_arena(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Red vs blue on a prompt dataset, scored by reward and cost models."""
-    from beaver.config.evaluation import EvalArenaConfig
-
-    _run("eval.arena", EvalArenaConfig, config, overrides, print_config)
-
-
-@eval_app.command("gpt4")
-def eval_gpt4(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Pairwise judging by an OpenAI-compatible chat API (key from $OPENAI_API_KEY)."""
-    from beaver.config.evaluation import EvalGPT4Config
-
-    _run("eval.gpt4", EvalGPT4Config, config, overrides, print_config)
-
-
-@eval_app.command("bigbench")
-def eval_bigbench(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """BIG-bench tasks from their JSON task files."""
-    from beaver.config.evaluation import EvalBigBenchConfig
-
-    _run("eval.bigbench", EvalBigBenchConfig, config, overrides, print_config)
-
-
-@eval_app.command("rm")
-def eval_rm(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Score a preference dataset with a reward model: accuracy, scores file, histogram."""
-    from beaver.config.stages import ScoreEvalConfig
-
-    _run("eval.score", ScoreEvalConfig, config, overrides, print_config)
-
-
-@eval_app.command("cm")
-def eval_cm(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Score a safety-preference dataset with a cost model: accuracy, sign accuracy, histogram."""
-    from beaver.config.stages import ScoreEvalConfig
-
-    _run("eval.score", ScoreEvalConfig, config, overrides, print_config)
-
-
-@eval_app.command("toyworld")
-def eval_toyworld(
-    config: ConfigOpt = None, overrides: OverridesArg = None, print_config: PrintOpt = False
-) -> None:
-    """Judge policies on the toy world's held-out prompts (helpfulness, harm, learned scores)."""
-    from beaver.config.stages import ToyEvalConfig
-
-    _run("eval.toyworld", ToyEvalConfig, config, overrides, print_config)
+    _run(_ARENA, config, overrides, print_config, defaults={"models": models} if models else None)
 
 
 @data_app.command("inspect")

@@ -15,7 +15,7 @@ TRAIN = TrainCfg(per_device_batch_size=3, gradient_accumulation_steps=5)
 
 @pytest.mark.parametrize("world", [1, 2, 8])
 def test_batch_sizes_are_consistent(world: int) -> None:
-    cfg = make_ds_config(DeepSpeedCfg(zero_stage=2), TRAIN, OptimCfg(), world_size=world)
+    cfg = make_ds_config(DeepSpeedCfg(zero_stage=2), TRAIN, OptimCfg(), world_size=world).config
     assert cfg["train_micro_batch_size_per_gpu"] == 3
     assert cfg["gradient_accumulation_steps"] == 5
     assert cfg["train_batch_size"] == 3 * 5 * world
@@ -33,8 +33,9 @@ def test_batch_sizes_are_consistent(world: int) -> None:
 def test_zero_and_offload(
     ds: DeepSpeedCfg, zero: int, offload_opt: bool, offload_param: bool
 ) -> None:
-    z = make_ds_config(ds, TRAIN, OptimCfg(), world_size=1)["zero_optimization"]
-    assert z["stage"] == zero
+    spec = make_ds_config(ds, TRAIN, OptimCfg(), world_size=1)
+    z = spec.config["zero_optimization"]
+    assert z["stage"] == zero and spec.zero3 == (zero == 3)
     assert ("offload_optimizer" in z) == offload_opt
     assert ("offload_param" in z) == offload_param
 
@@ -43,13 +44,14 @@ def test_precision_and_clipping() -> None:
     bf16 = make_ds_config(
         DeepSpeedCfg(zero_stage=2, precision="bf16"), TRAIN, OptimCfg(clip_grad_norm=0.5), 1
     )
-    assert bf16["bf16"]["enabled"] and not bf16["fp16"]["enabled"]
-    assert bf16["gradient_clipping"] == 0.5
+    assert bf16.config["bf16"]["enabled"] and not bf16.config["fp16"]["enabled"]
+    assert bf16.config["gradient_clipping"] == 0.5 and bf16.client_clip_norm is None
     # plain ZeRO 0 fp32: beaver's optimiser wrapper clips (and skips non-finite steps)
     fp32 = make_ds_config(
         DeepSpeedCfg(zero_stage=0, precision="fp32"), TRAIN, OptimCfg(clip_grad_norm=0.5), 1
     )
-    assert fp32["gradient_clipping"] == 0.0 and fp32["beaver_clip_grad_norm"] == 0.5
+    assert fp32.config["gradient_clipping"] == 0.0 and fp32.client_clip_norm == 0.5
+    assert not any(k.startswith("beaver") for k in fp32.config)  # DeepSpeed's keys only
     opt = make_optimizer(param_groups(tiny_llama(), 0.0), OptimCfg(), fp32)
     assert isinstance(opt, torch.optim.AdamW) and opt.max_norm == 0.5  # type: ignore[attr-defined]
 
@@ -61,13 +63,11 @@ def test_fp16_on_cpu_is_a_user_error() -> None:
 
 
 def test_frozen_engine_config() -> None:
-    assert make_ds_config(DeepSpeedCfg(zero_stage=2), TRAIN, None, 1)["zero_optimization"] == {
-        "stage": 0
-    }
+    frozen = make_ds_config(DeepSpeedCfg(zero_stage=2), TRAIN, None, 1)
+    assert frozen.config["zero_optimization"] == {"stage": 0} and not frozen.zero3
     z3 = make_ds_config(DeepSpeedCfg(zero_stage=3, offload="all"), TRAIN, None, 1)
-    assert (
-        z3["zero_optimization"]["stage"] == 3 and "offload_optimizer" not in z3["zero_optimization"]
-    )
+    zero = z3.config["zero_optimization"]
+    assert zero["stage"] == 3 and "offload_optimizer" not in zero and z3.zero3
 
 
 def test_no_weight_decay_on_biases_and_norms() -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from beaver.config import ChatConfig
+from beaver.config import ChatConfig, ModelCfg
 from beaver.console import plain_console
 from beaver.data.templates import encode_prompt
+from beaver.models.inference import inference_lm, inference_tokenizer
+from beaver.models.scorer import Scorer
 from beaver.serve.chat import ChatUI, run_chat
-from beaver.serve.loading import inference_lm, inference_tokenizer
-from beaver.serve.scoring import Scorer
 from beaver.serve.session import Bot, ChatSession
 
 
@@ -81,8 +81,8 @@ def test_piped_turns_with_markup_are_echoed_verbatim(
 
 
 def test_history_beyond_the_context_drops_the_oldest_turns(toy_world: Path) -> None:
-    path = str(toy_world / "model")
-    bot = Bot("toy", inference_lm(path), inference_tokenizer(path))
+    model = ModelCfg(name_or_path=str(toy_world / "model"))
+    bot = Bot("toy", inference_lm(model), inference_tokenizer(model))
     limit = bot.model.config.max_position_embeddings  # 256 tokens
     turn = " ".join(["tell me about the garden"] * 8)  # about 45 tokens a turn
     for i in range(12):

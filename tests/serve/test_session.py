@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from beaver.config import GenerationCfg
 from beaver.models.generation import generation_kwargs
-from beaver.serve.scoring import LoadedScoreModel
+from beaver.models.scorer import LoadedScoreModel
 from beaver.serve.session import Bot, ChatSession, parse_command
 
 

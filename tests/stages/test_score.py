@@ -1,4 +1,4 @@
-"""`beaver rm` / `beaver cm` / `beaver eval rm|cm` on a small toy world, through the CLI.
+"""`beaver rm` / `beaver cm` / `beaver eval score|rm|cm` on a small toy world, through the CLI.
 
 Learning to the issue's accuracy targets is asserted by the slow pipeline test; here: both
 objectives train (loss falls) and save a score model that reloads with its head and normaliser,
@@ -113,6 +113,29 @@ def test_eval_cm_writes_scores_and_histogram(world: Path, tmp_path: Path) -> Non
     assert {"accuracy", "sign_accuracy"} <= set(saved)
     with Image.open(out / "histogram.png") as png:
         assert png.format == "PNG" and png.size[0] > 300 and png.size[1] > 200
+
+
+def test_eval_score_takes_the_models_kind_and_the_aliases_refuse_the_other(
+    world: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from beaver.models.score import ScoreModel, save_score_model
+
+    cm = tmp_path / "untrained-cm"
+    backbone = AutoModel.from_pretrained(world / "model")
+    save_score_model(
+        ScoreModel(backbone, "cost"),  # type: ignore[arg-type]
+        cm,
+        AutoTokenizer.from_pretrained(world / "model"),
+    )
+    data = f"data.train=[toyworld-preference-test:1.0:{world}]"
+    invoke(["eval", "score", f"model={cm}", data, f"output_dir={tmp_path / 'auto'}"])
+    saved = json.loads((tmp_path / "auto" / "metrics.json").read_text())
+    assert "sign_accuracy" in saved  # scored as a cost model, on safety-preference pairs
+    refused = runner.invoke(app, ["eval", "rm", f"model={cm}", data, f"output_dir={tmp_path}"])
+    assert refused.exit_code == 2 and "is a cost model" in refused.output
+    assert "Traceback" not in refused.output
 
 
 def test_eval_of_a_plain_causal_lm_is_a_clear_error(world: Path, tmp_path: Path) -> None:

@@ -7,10 +7,18 @@ import pytest
 import torch
 
 from beaver.algo import LagrangeController, calibrate_threshold, threshold_from_costs
+from beaver.config import LagrangeCfg
+
+
+def controller(lambda_min: float | None = None, **settings: object) -> LagrangeController:
+    """A controller with `LagrangeCfg`'s defaults (its one set of defaults) but `settings`;
+    unvalidated, so that the controller's own checks are what is tested."""
+    extra = {} if lambda_min is None else {"lambda_min": lambda_min}
+    return LagrangeController.from_config(LagrangeCfg.model_construct(**settings), **extra)
 
 
 def test_one_step_by_hand() -> None:
-    ctl = LagrangeController(lambda_init=1.0, lambda_lr=0.1, lambda_max=None, threshold=0.0)
+    ctl = controller(lambda_init=1.0, lambda_lr=0.1, lambda_max=None, threshold=0.0)
     ctl.observe([1.0, 3.0])  # J_c = 2
     # log lambda = 0 + 0.1 * 1 * (2 - 0) = 0.2 -> lambda = e^0.2 = 1.2214028
     assert ctl.update() == pytest.approx(math.exp(0.2))
@@ -20,11 +28,11 @@ def test_one_step_by_hand() -> None:
 
 
 def test_lambda_rises_above_threshold_and_falls_below() -> None:
-    ctl = LagrangeController(lambda_init=1.0, lambda_lr=0.1, lambda_max=None, threshold=-1.0)
+    ctl = controller(lambda_init=1.0, lambda_lr=0.1, lambda_max=None, threshold=-1.0)
     ctl.observe(torch.tensor([0.5, 1.5]))  # J_c = 1 > d = -1
     lams = [ctl.update() for _ in range(3)]
     assert 1.0 < lams[0] < lams[1] < lams[2]
-    below = LagrangeController(lambda_init=2.0, lambda_lr=0.1, lambda_max=None, threshold=0.0)
+    below = controller(lambda_init=2.0, lambda_lr=0.1, lambda_max=None, threshold=0.0)
     below.observe([-1.0])  # J_c = -1 < 0: log lambda = ln 2 - 0.1 * 2 * 1 -> 2 e^-0.2
     first = below.update()
     assert first == pytest.approx(2.0 * math.exp(-0.2))
@@ -32,18 +40,18 @@ def test_lambda_rises_above_threshold_and_falls_below() -> None:
 
 
 def test_clamp_at_lambda_max_and_floor() -> None:
-    ctl = LagrangeController(lambda_init=1.0, lambda_lr=0.1, lambda_max=1.1)
+    ctl = controller(lambda_init=1.0, lambda_lr=0.1, lambda_max=1.1)
     ctl.observe([10.0])  # unclamped: log lambda = 1.0, lambda = e
     assert ctl.update() == pytest.approx(1.1)
-    low = LagrangeController(lambda_init=1.0, lambda_lr=1.0, lambda_min=0.5)
+    low = controller(lambda_init=1.0, lambda_lr=1.0, lambda_min=0.5)
     low.observe([-100.0])  # unclamped: lambda = e^-100
     assert low.update() == pytest.approx(0.5)
     # lambda_init above lambda_max is clamped at construction
-    assert LagrangeController(lambda_init=10.0, lambda_max=5.0).lambda_ == pytest.approx(5.0)
+    assert controller(lambda_init=10.0, lambda_max=5.0).lambda_ == pytest.approx(5.0)
 
 
 def test_update_delay_respected() -> None:
-    ctl = LagrangeController(lambda_init=1.0, lambda_lr=0.1, update_delay_steps=2)
+    ctl = controller(lambda_init=1.0, lambda_lr=0.1, lambda_update_delay_steps=2)
     ctl.observe([2.0])
     assert ctl.update() == 1.0  # step 0 < 2
     assert ctl.update() == 1.0  # step 1 < 2
@@ -51,7 +59,7 @@ def test_update_delay_respected() -> None:
 
 
 def test_window_keeps_last_n() -> None:
-    ctl = LagrangeController(window_size=3)
+    ctl = controller(episode_cost_window_size=3)
     assert ctl.mean_cost is None
     ctl.observe([1.0, 2.0])
     ctl.observe(torch.tensor([3.0, 4.0]))
@@ -61,22 +69,56 @@ def test_window_keeps_last_n() -> None:
 
 def test_external_mean_cost_overrides_window() -> None:
     # e.g. J_c all-reduced over ranks: the local window (cost 100) is not used
-    ctl = LagrangeController(lambda_init=1.0, lambda_lr=0.1, lambda_max=None)
+    ctl = controller(lambda_init=1.0, lambda_lr=0.1, lambda_max=None)
     ctl.observe([100.0])
     assert ctl.update(mean_cost=2.0) == pytest.approx(math.exp(0.2))
 
 
 def test_update_without_costs_and_bad_init_raise() -> None:
     with pytest.raises(ValueError, match="no episode costs"):
-        LagrangeController().update()
+        controller().update()
     with pytest.raises(ValueError, match="lambda_init"):
-        LagrangeController(lambda_init=0.0)
+        controller(lambda_init=0.0)
+
+
+def test_per_rollout_cadence_moves_lambda_once_per_rollout() -> None:
+    ctl = controller(lambda_init=1.0, lambda_lr=0.1, lambda_max=None, threshold=0.0)
+    ctl.on_rollout(2.0)  # log lambda = 0 + 0.1 * 1 * (2 - 0) = 0.2
+    assert ctl.lambda_ == pytest.approx(math.exp(0.2))
+    # the updates of that rollout read lambda without moving it
+    assert [ctl.on_step() for _ in range(3)] == [pytest.approx(math.exp(0.2))] * 3
+    assert ctl.step == 1
+
+
+def test_per_step_cadence_moves_lambda_before_every_update() -> None:
+    ctl = controller(
+        lambda_init=1.0, lambda_lr=0.1, lambda_max=None, threshold=0.0, update_cadence="per_step"
+    )
+    with pytest.raises(ValueError, match="no rollout"):
+        ctl.on_step()
+    ctl.on_rollout(2.0)  # J_c = 2 is kept; lambda stays 1 until the first update
+    assert ctl.lambda_ == 1.0
+    # first update: log lambda = 0.2; second: 0.2 + 0.1 * e^0.2 * 2 = 0.4442806 (as by hand above)
+    assert ctl.on_step() == pytest.approx(math.exp(0.2))
+    assert ctl.on_step() == pytest.approx(1.5593679)
+    assert ctl.step == 2
+
+
+def test_settings_are_the_config_fields() -> None:
+    # One set of names: every setting is a LagrangeCfg field, and from_config reads them all.
+    assert set(LagrangeController.SETTINGS) <= set(LagrangeCfg.model_fields)
+    ctl = LagrangeController.from_config(LagrangeCfg(lambda_max=7.0, episode_cost_window_size=4))
+    assert ctl.lambda_max == 7.0 and ctl.window_size == 4 and ctl.update_cadence == "per_rollout"
 
 
 def test_state_dict_round_trip_reproduces_next_updates_exactly() -> None:
     def make() -> LagrangeController:
-        return LagrangeController(
-            lambda_init=1.0, lambda_lr=0.3, threshold=0.5, update_delay_steps=1, window_size=4
+        return controller(
+            lambda_init=1.0,
+            lambda_lr=0.3,
+            threshold=0.5,
+            lambda_update_delay_steps=1,
+            episode_cost_window_size=4,
         )
 
     costs = [[1.0, 2.0], [0.0, -1.0], [3.0], [-2.0, -2.0, 1.0], [0.25], [5.0]]

@@ -2,8 +2,14 @@
 
 Update (ALGORITHMS.md; SGD on log_lambda with loss -(J_c - d) * exp(log_lambda)):
     log_lambda <- log_lambda + lambda_lr * lambda * (J_c - d),
-then lambda <= lambda_max; no update while step < update_delay_steps. J_c is the mean episode cost
-over the last `window_size` episodes.
+then lambda <= lambda_max; no update while step < lambda_update_delay_steps. J_c is the mean
+episode cost over the last `episode_cost_window_size` episodes.
+
+The controller's settings are named as in `LagrangeCfg`, which holds their one set of defaults
+(`LagrangeController.from_config`). It owns its cadence: the stage reports two events,
+`on_rollout(J_c)` after each rollout and `on_step()` before each actor update, and the
+controller moves lambda on the one `update_cadence` names (`per_rollout`, default;
+`per_step`, as the reference).
 
 Choices beyond the reference:
 - [beaver] lambda is also floored at `lambda_min` (default 1e-6) so log_lambda stays finite; the
@@ -23,39 +29,67 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor
+
+Cadence = Literal["per_rollout", "per_step"]
 
 
 class LagrangeController:
     """Holds log_lambda and the window of recent episode costs; `update()` moves lambda."""
 
+    SETTINGS = (
+        "lambda_init",
+        "lambda_lr",
+        "lambda_max",
+        "threshold",
+        "lambda_update_delay_steps",
+        "episode_cost_window_size",
+        "update_cadence",
+    )
+    """The settings, named as the fields of `LagrangeCfg`."""
+
     def __init__(
         self,
-        lambda_init: float = 1.0,
-        lambda_lr: float = 0.1,
-        lambda_max: float | None = 5.0,
-        threshold: float = 0.0,
-        update_delay_steps: int = 0,
-        window_size: int = 128,
+        *,
+        lambda_init: float,
+        lambda_lr: float,
+        lambda_max: float | None,
+        threshold: float,
+        lambda_update_delay_steps: int,
+        episode_cost_window_size: int,
+        update_cadence: Cadence = "per_rollout",
         lambda_min: float = 1e-6,
     ) -> None:
         if lambda_init <= 0.0:
             raise ValueError(
                 f"lambda_init must be > 0 (the update is multiplicative), got {lambda_init}"
             )
-        if window_size < 1:
-            raise ValueError(f"window_size must be >= 1, got {window_size}")
+        if episode_cost_window_size < 1:
+            raise ValueError(
+                f"episode_cost_window_size must be >= 1, got {episode_cost_window_size}"
+            )
+        if update_cadence not in ("per_rollout", "per_step"):
+            raise ValueError(
+                f"update_cadence must be per_rollout or per_step, got {update_cadence}"
+            )
         self.lambda_lr = lambda_lr
         self.lambda_max = lambda_max
         self.lambda_min = lambda_min
         self.threshold = threshold
-        self.update_delay_steps = update_delay_steps
-        self.window_size = window_size
+        self.update_delay_steps = lambda_update_delay_steps
+        self.window_size = episode_cost_window_size
+        self.update_cadence: Cadence = update_cadence
         self.log_lambda = self._clamp_log(math.log(lambda_init))
         self.step = 0  # number of update() calls so far
-        self.window: deque[float] = deque(maxlen=window_size)
+        self.window: deque[float] = deque(maxlen=episode_cost_window_size)
+        self._rollout_cost: float | None = None  # J_c of the last rollout (per_step cadence)
+
+    @classmethod
+    def from_config(cls, cfg: Any, **extra: Any) -> LagrangeController:
+        """A controller from a `LagrangeCfg` (any object with the `SETTINGS` attributes)."""
+        return cls(**{name: getattr(cfg, name) for name in cls.SETTINGS}, **extra)
 
     def _clamp_log(self, log_lambda: float) -> float:
         if self.lambda_max is not None:
@@ -78,6 +112,22 @@ class LagrangeController:
         else:
             values = [float(c) for c in episode_costs]
         self.window.extend(values)
+
+    def on_rollout(self, mean_cost: float) -> None:
+        """Event: a rollout's costs were observed and J_c (e.g. reduced over ranks) is
+        `mean_cost`. `per_rollout` moves lambda now; `per_step` keeps J_c for the steps."""
+        self._rollout_cost = float(mean_cost)
+        if self.update_cadence == "per_rollout":
+            self.update(mean_cost)
+
+    def on_step(self) -> float:
+        """Event: an actor update is about to use lambda; `per_step` moves it first, with the
+        last rollout's J_c. Returns lambda for this update."""
+        if self.update_cadence == "per_step":
+            if self._rollout_cost is None:
+                raise ValueError("LagrangeController.on_step: no rollout observed yet")
+            self.update(self._rollout_cost)
+        return self.lambda_
 
     def update(self, mean_cost: float | None = None) -> float:
         """One multiplier step with J_c = `mean_cost` (e.g. reduced over ranks) or the window mean.

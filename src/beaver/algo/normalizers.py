@@ -62,6 +62,13 @@ class Normalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, x: Tensor) -> None:
+        """Fold the values `x` (..., *shape) into the statistics (nothing for an empty `x`)."""
+        stats = self._batch_stats(x)
+        if stats is not None:
+            self._merge(*stats)
+
+    def _merge(self, batch_mean: Tensor, batch_var: Tensor, n: int) -> None:
+        """Fold a batch's mean, population variance and count into the statistics."""
         raise NotImplementedError
 
     def normalize(self, x: Tensor, kind: ScoreKind) -> Tensor:
@@ -79,12 +86,7 @@ class Normalizer(nn.Module):
 class RunningMeanStd(Normalizer):
     """Exact running mean and variance of all values seen (Chan et al. parallel merge)."""
 
-    @torch.no_grad()
-    def update(self, x: Tensor) -> None:
-        stats = self._batch_stats(x)
-        if stats is None:
-            return
-        batch_mean, batch_var, n = stats
+    def _merge(self, batch_mean: Tensor, batch_var: Tensor, n: int) -> None:
         old_count = float(self.count)
         total = old_count + n
         delta = batch_mean - self.mean
@@ -104,12 +106,7 @@ class ExponentialMovingAverage(Normalizer):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum
 
-    @torch.no_grad()
-    def update(self, x: Tensor) -> None:
-        stats = self._batch_stats(x)
-        if stats is None:
-            return
-        batch_mean, batch_var, n = stats
+    def _merge(self, batch_mean: Tensor, batch_var: Tensor, n: int) -> None:
         m = 0.0 if int(self.count) == 0 else self.momentum
         self.mean.mul_(m).add_((1.0 - m) * batch_mean)
         self.var.mul_(m).add_((1.0 - m) * batch_var)

@@ -10,9 +10,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from beaver.config._base import Section
-from beaver.config.sections import DataCfg, GenerationCfg, ModelCfg, OptimCfg, TrainCfg
-from beaver.config.stages import TrainStage
+from beaver.config._base import OutputDir, Section
+from beaver.config.sections import DataCfg, GenerationCfg, ModelCfg, OptimCfg, TrainCfg, no_data
+from beaver.config.stages import OneModelStage
 
 DPOAlgorithm = Literal["dpo", "safe-dpo", "sacpo"]
 
@@ -38,7 +38,7 @@ class DPOCfg(Section):
     evaluation to estimate KL(pi || pi_ref) (0 turns it off)."""
 
 
-class DPOConfig(TrainStage):
+class DPOConfig(OneModelStage):
     """`beaver dpo`: offline preference optimisation against a frozen reference model."""
 
     algorithm: DPOAlgorithm = "dpo"
@@ -50,7 +50,7 @@ class DPOConfig(TrainStage):
     """The policy to train: the SFT model (for `sacpo`, the output of the `dpo` step)."""
     reference: ModelCfg | None = None
     """The frozen reference pi_ref; defaults to `model` (the policy before training)."""
-    data: DataCfg = Field(default_factory=DataCfg)
+    data: DataCfg = Field(default_factory=no_data)
     """Pair datasets: preference pairs for `dpo`, pairs with both safety labels for `safe-dpo`
     and `sacpo` (the PKU-SafeRLHF schema)."""
     optim: OptimCfg = Field(default_factory=lambda: OptimCfg(lr=1e-6, weight_decay=0.05))
@@ -68,8 +68,6 @@ class DPOConfig(TrainStage):
 
     @model_validator(mode="after")
     def _check(self) -> DPOConfig:
-        if not self.data.train:
-            raise ValueError("data.train is empty: name at least one pair dataset spec")
         if self.dpo.safety_margin > 0 and self.algorithm != "safe-dpo":
             raise ValueError(
                 f"dpo.safety_margin is SafeDPO's margin; algorithm {self.algorithm!r} has none "
@@ -91,7 +89,7 @@ class MergeConfig(Section):
     """The models to merge (HF folders or hub names of one architecture and shape)."""
     weights: list[float] = Field(default_factory=list)
     """One weight per model, used as given (P-SACPO: [1 - q, q])."""
-    output_dir: str
+    output_dir: OutputDir
     """Where the merged model and the first model's tokenizer are written."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """dtype of the merged model (`auto`: the first model's); the sum is computed in fp32."""

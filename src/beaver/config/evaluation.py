@@ -1,4 +1,8 @@
-"""Configs of the evaluation commands: `beaver eval arena`, `eval gpt4` and `eval bigbench`.
+"""Configs of the commands that load trained models to use them: `beaver chat` / `arena` and
+`beaver eval arena | gpt4 | bigbench | toyworld | score`.
+
+Every model is a `ModelCfg` (a plain path is short for `{name_or_path: PATH}`), so a model's own
+tokenizer and `trust_remote_code` are set where the model is named.
 
 The judge's API key is a `SecretStr`: it validates like a string but prints as `**********` in
 `--print-config`, in `repr` and in every dump, so it never reaches a log or a saved config.
@@ -11,17 +15,18 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from beaver.config._base import OutputDir, Section
-from beaver.config.sections import GenerationCfg
+from beaver.config.sections import GenerationCfg, ModelCfg, SamplingCfg, TrainDataCfg, no_data
 
 Template = Literal["auto", "chat", "reference"]
 Criterion = Literal["harmlessness", "helpfulness"]
 CRITERIA: tuple[Criterion, ...] = ("harmlessness", "helpfulness")
 
 
-class EvalGenerationCfg(GenerationCfg):
-    """Sampling options of an evaluation: greedy by default, so reruns give the same answers.
+class EvalGenerationCfg(SamplingCfg):
+    """Sampling of a pairwise evaluation's one answer per prompt: greedy by default, so reruns
+    give the same answers.
 
-    (A subclass rather than `GenerationCfg(temperature=0)` as a default value: a partial
+    (A subclass rather than `SamplingCfg(temperature=0)` as a default value: a partial
     override such as `generation.max_new_tokens=64` rebuilds the section from its class
     defaults, which must then be the evaluation's.)
     """
@@ -35,17 +40,17 @@ class EvalGenerationCfg(GenerationCfg):
 class EvalArenaConfig(Section):
     """`beaver eval arena`: red vs blue on a prompt set, scored by reward and cost models."""
 
-    red_model: str
+    red_model: ModelCfg
     """The red (baseline) model: a folder or hub name."""
-    blue_model: str
+    blue_model: ModelCfg
     """The blue (challenger) model; win rates are blue's over red."""
     red_name: str = "red"
     """Label of the red model in tables and files."""
     blue_name: str = "blue"
     """Label of the blue model in tables and files."""
-    reward_model: str | None = None
+    reward_model: ModelCfg | None = None
     """Reward model folder (`beaver rm`); higher reward means more helpful."""
-    cost_model: str | None = None
+    cost_model: ModelCfg | None = None
     """Cost model folder (`beaver cm`); cost > 0 means unsafe, cost <= 0 safe."""
     normalize_scores: bool = False
     """Report scores in the score models' normaliser units instead of raw end scores."""
@@ -61,8 +66,6 @@ class EvalArenaConfig(Section):
     """Sampling options of both models (default greedy, so reruns agree)."""
     template: Template = "auto"
     """Prompt format: chat template, reference template, or `auto` (chat template when present)."""
-    trust_remote_code: bool = False
-    """Allow the models' own Python code."""
     batch_size: int = Field(16, gt=0)
     """Prompts per generation and scoring batch."""
     seed: int = 42
@@ -117,11 +120,11 @@ class EvalGPT4Config(Section):
     """Keep only prompts of these categories (empty keeps all)."""
     max_prompts: int | None = Field(None, gt=0)
     """Use only the first N prompts (after the category filter)."""
-    red_model: str | None = None
+    red_model: ModelCfg | None = None
     """Generate red's answers with this model..."""
     red_answers: str | None = None
     """...or read them from a JSONL file of `prompt` + `answer` (or `response`/`output`) rows."""
-    blue_model: str | None = None
+    blue_model: ModelCfg | None = None
     """Generate blue's answers with this model..."""
     blue_answers: str | None = None
     """...or read them from a JSONL answer file."""
@@ -135,8 +138,6 @@ class EvalGPT4Config(Section):
     """Sampling options when answers are generated (default greedy)."""
     template: Template = "auto"
     """Prompt format of the generating models."""
-    trust_remote_code: bool = False
-    """Allow the generating models' own Python code."""
     batch_size: int = Field(8, gt=0)
     """Prompts per generation batch."""
     judge: JudgeApiCfg = Field(default_factory=lambda: JudgeApiCfg.model_validate({}))
@@ -174,7 +175,7 @@ class EvalGPT4Config(Section):
 class EvalBigBenchConfig(Section):
     """`beaver eval bigbench`: BIG-bench JSON tasks, by log-likelihood and exact match."""
 
-    model: str
+    model: ModelCfg
     """Causal LM to evaluate: a folder or hub name."""
     tasks: list[str]
     """BIG-bench `task.json` files, or folders holding one (no BIG-bench install needed)."""
@@ -184,8 +185,6 @@ class EvalBigBenchConfig(Section):
     """Few-shot demonstrations drawn (seeded) from the task's other examples."""
     max_new_tokens: int = Field(32, gt=0)
     """Longest greedy answer on generative examples."""
-    trust_remote_code: bool = False
-    """Allow the model's own Python code."""
     batch_size: int = Field(8, gt=0)
     """Sequences per forward pass."""
     seed: int = 42
@@ -198,3 +197,69 @@ class EvalBigBenchConfig(Section):
         if not self.tasks:
             raise ValueError("tasks is empty: name at least one task.json file or folder")
         return self
+
+
+class ChatConfig(Section):
+    """`beaver chat` / `beaver arena`: talk to one or several models in the terminal."""
+
+    models: list[ModelCfg] = Field(default_factory=list)
+    """Model folders or hub names; each answers the same user turn."""
+    reward_model: ModelCfg | None = None
+    """Score each answer live with this reward model (arena)."""
+    cost_model: ModelCfg | None = None
+    """Score each answer live with this cost model (arena)."""
+    generation: SamplingCfg = Field(default_factory=lambda: SamplingCfg(max_new_tokens=512))
+    """Sampling options (one answer per model and turn)."""
+    template: Template = "auto"
+    """Prompt format (see `data.template`)."""
+    stream: bool = True
+    """Print tokens as they are generated."""
+
+
+class ToyEvalConfig(Section):
+    """`beaver eval toyworld`: judge policies on the toy world's held-out prompts."""
+
+    policies: dict[str, ModelCfg] = Field(default_factory=dict)
+    """Policy name -> model folder, e.g. `{sft: output/toy/sft, ppo-lag: output/toy/ppo-lag}`."""
+    prompts: str = "output/toyworld/prompts_eval.jsonl"
+    """Held-out prompt file (rows with `prompt` and `risky`)."""
+    reward_model: ModelCfg | None = None
+    """Learned reward model whose mean score is reported beside the judge's numbers."""
+    cost_model: ModelCfg | None = None
+    """Learned cost model whose mean score is reported beside the judge's numbers."""
+    generation: GenerationCfg = Field(default_factory=lambda: GenerationCfg(max_new_tokens=48))
+    """Sampling options (the RL runs' defaults)."""
+    template: Template = "auto"
+    """Prompt format (see `data.template`)."""
+    batch_size: int = Field(64, gt=0)
+    """Prompts per generation batch."""
+    seed: int = 0
+    """Sampling seed (the same for every policy)."""
+    output_dir: OutputDir = "output/demo"
+    """Where `results.json` and `responses.jsonl` are written."""
+
+    @model_validator(mode="after")
+    def _needs_policies(self) -> ToyEvalConfig:
+        if not self.policies:
+            raise ValueError(
+                "policies is empty: name at least one, e.g. policies.sft=output/toy/sft"
+            )
+        return self
+
+
+class ScoreEvalConfig(Section):
+    """`beaver eval score` (`eval rm`, `eval cm`): score a (safety-)preference dataset with a
+    score model."""
+
+    objective: Literal["auto", "reward", "cost"] = "auto"
+    """The kind of score model expected: `auto` takes the model's own (a reward model scores
+    preference pairs, a cost model safety-preference pairs); `eval rm` / `eval cm` set `reward`
+    / `cost` and refuse a model of the other kind."""
+    model: ModelCfg
+    """The trained score model (`beaver rm` / `beaver cm` output)."""
+    data: TrainDataCfg = Field(default_factory=no_data)
+    """Datasets to score (`data.train` specs; for the toy world `toyworld-preference-test`)."""
+    batch_size: int = Field(32, gt=0)
+    """Pairs per forward pass."""
+    output_dir: OutputDir = "output/eval-score"
+    """Where scores.jsonl, scores.csv, metrics.json and histogram.png are written."""

@@ -35,12 +35,13 @@ def load_config(
     source = f"{path}" if path else "the command line"
     if overrides:
         source += " + overrides"
-    merged = OmegaConf.merge(
+    layers = [
         OmegaConf.create(section_defaults(schema)),
         OmegaConf.create(defaults or {}),
         _load_yaml(path),
         _parse_overrides(overrides or [], schema),
-    )
+    ]
+    merged = OmegaConf.merge(*(_expand_model_paths(schema, layer) for layer in layers))
     try:
         data = OmegaConf.to_container(merged, resolve=True)
     except OmegaConfBaseException as err:
@@ -51,6 +52,20 @@ def load_config(
         return schema.model_validate(data)
     except ValidationError as err:
         raise UserError(format_validation_error(err, schema, source)) from None
+
+
+def _expand_model_paths(schema: type[BaseModel], layer: DictConfig) -> DictConfig:
+    """A model given as a path (`reward_model: out/rm`) as `{name_or_path: out/rm}`, so that a
+    later layer can set one of its keys (`reward_model.trust_remote_code=true`)."""
+    from beaver.config.sections import ModelCfg
+
+    for name, field in schema.model_fields.items():
+        model = _model_of(field.annotation)
+        if model is None or not issubclass(model, ModelCfg) or name not in layer:
+            continue
+        if not OmegaConf.is_interpolation(layer, name) and isinstance(layer[name], str):
+            layer[name] = {"name_or_path": layer[name]}
+    return layer
 
 
 def section_defaults(schema: type[BaseModel]) -> dict[str, Any]:

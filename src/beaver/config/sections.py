@@ -6,7 +6,7 @@ defaults where the reference has one (ALGORITHMS.md, last section).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,7 +14,11 @@ from beaver.config._base import Section
 
 
 class ModelCfg(Section):
-    """A causal LM (or score model) to load: an HF hub name or a local folder."""
+    """A causal LM (or score model) to load: an HF hub name or a local folder.
+
+    Every model a config names is one; a plain string is short for `{name_or_path: STRING}`
+    (`reward_model=output/rm/model`, `models=[a, b]`).
+    """
 
     name_or_path: str
     """HF hub name or local folder of the model (HF format)."""
@@ -23,16 +27,17 @@ class ModelCfg(Section):
     trust_remote_code: bool = False
     """Run the model repository's own Python code (needed by Baichuan, InternLM). Off unless you trust it."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value: object) -> object:
+        return {"name_or_path": value} if isinstance(value, str) else value
 
-class DataCfg(Section):
-    """Datasets to train and evaluate on, as `NAME[:PROPORTION[:PATH]]` specs."""
+
+class TrainDataCfg(Section):
+    """Training datasets as `NAME[:PROPORTION[:PATH]]` specs, and how their rows are read."""
 
     train: list[str] = Field(default_factory=list)
     """Training dataset specs, e.g. `["alpaca", "toyworld/sft:1.0:output/toyworld"]`."""
-    eval: list[str] = Field(default_factory=list)
-    """Evaluation dataset specs; when empty, `eval_split` carves an evaluation set out of train."""
-    eval_split: float = Field(0.0, ge=0.0, lt=1.0)
-    """Share of the training data held out for evaluation when `eval` is empty."""
     max_length: int = Field(512, gt=0)
     """Longest tokenised sample; longer samples are truncated (and counted)."""
     template: Literal["auto", "chat", "reference"] = "auto"
@@ -46,6 +51,28 @@ class DataCfg(Section):
     """Column mapping for generic json/jsonl/csv/parquet files: RawSample field -> file column."""
     seed: int = 42
     """Seed for mixing and splitting datasets."""
+
+    @field_validator("train")
+    @classmethod
+    def _not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("data.train is empty: name at least one dataset spec")
+        return value
+
+
+def no_data() -> Any:
+    """The default of a stage's `data` section: no datasets, which `TrainDataCfg` refuses by
+    name, so a config without `data` hears `data.train is empty` as one with `data.train=[]`."""
+    return {"train": []}
+
+
+class DataCfg(TrainDataCfg):
+    """Datasets to train and evaluate on, as `NAME[:PROPORTION[:PATH]]` specs."""
+
+    eval: list[str] = Field(default_factory=list)
+    """Evaluation dataset specs; when empty, `eval_split` carves an evaluation set out of train."""
+    eval_split: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of the training data held out for evaluation when `eval` is empty."""
 
 
 class OptimCfg(Section):
@@ -67,8 +94,8 @@ class OptimCfg(Section):
     """Clip the global gradient norm to this value (0 turns clipping off)."""
 
 
-class TrainCfg(Section):
-    """The training loop: length, batch sizes, evaluation, checkpoints, resume, faults."""
+class LoopCfg(Section):
+    """The training loop: length, batch sizes, checkpoints, resume, faults."""
 
     epochs: int = Field(3, gt=0)
     """Passes over the training data."""
@@ -78,10 +105,6 @@ class TrainCfg(Section):
     """Samples per device per micro-batch."""
     gradient_accumulation_steps: int = Field(8, gt=0)
     """Micro-batches per optimiser step."""
-    eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
-    """When to evaluate: every `eval_every` steps, after each epoch, or never."""
-    eval_every: int = Field(100, gt=0)
-    """Optimiser steps between evaluations when `eval_strategy` is `steps`."""
     save_every: int | None = Field(None, gt=0)
     """Optimiser steps between resumable checkpoints (none when unset; one is always written at
     SIGTERM / Ctrl-C and at the end)."""
@@ -93,6 +116,15 @@ class TrainCfg(Section):
     """Seed for model init, data order and sampling (offset per rank)."""
     max_bad_steps: int = Field(3, gt=0)
     """Consecutive steps with a non-finite loss or gradient norm before the run stops."""
+
+
+class TrainCfg(LoopCfg):
+    """The training loop of a stage with an evaluation set: the loop, and when to evaluate."""
+
+    eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    """When to evaluate: every `eval_every` steps, after each epoch, or never."""
+    eval_every: int = Field(100, gt=0)
+    """Optimiser steps between evaluations when `eval_strategy` is `steps`."""
 
     @field_validator("eval_strategy", mode="before")
     @classmethod
@@ -150,8 +182,8 @@ class LoggingCfg(Section):
     """Optimiser steps between log lines."""
 
 
-class GenerationCfg(Section):
-    """Sampling options for rollouts, chat and evaluation."""
+class SamplingCfg(Section):
+    """How one response is sampled (chat, and the pairwise evaluations: one answer per prompt)."""
 
     max_new_tokens: int = Field(128, gt=0)
     """Longest response, in tokens (the prompt does not count)."""
@@ -163,5 +195,10 @@ class GenerationCfg(Section):
     """Sample from the k most likely tokens (0 = no limit)."""
     repetition_penalty: float = Field(1.0, gt=0.0)
     """Penalty on tokens already generated (1 = none)."""
+
+
+class GenerationCfg(SamplingCfg):
+    """Sampling options for rollouts and evaluation, with several responses per prompt."""
+
     num_return_sequences: int = Field(1, gt=0)
     """Responses sampled per prompt."""

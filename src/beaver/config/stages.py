@@ -12,15 +12,19 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from beaver.config._base import OutputDir, Section
+from beaver.config.algorithms import ALGORITHMS, OnlineAlgorithm
 from beaver.config.sections import (
     DataCfg,
     DeepSpeedCfg,
     GenerationCfg,
     LaunchCfg,
     LoggingCfg,
+    LoopCfg,
     ModelCfg,
     OptimCfg,
     TrainCfg,
+    TrainDataCfg,
+    no_data,
 )
 
 
@@ -29,7 +33,7 @@ class TrainStage(Section):
 
     output_dir: OutputDir
     """Run folder: resolved config, DeepSpeed config, metrics.jsonl, checkpoints, final model."""
-    train: TrainCfg = Field(default_factory=TrainCfg)
+    train: LoopCfg = Field(default_factory=LoopCfg)
     """The training loop."""
     deepspeed: DeepSpeedCfg = Field(default_factory=DeepSpeedCfg)
     """ZeRO stage, offload, precision."""
@@ -39,21 +43,22 @@ class TrainStage(Section):
     """Multi-process and multi-node launch."""
 
 
-class SFTConfig(TrainStage):
+class OneModelStage(TrainStage):
+    """A stage that trains one model on a dataset with an optional evaluation set (SFT, RM, CM)."""
+
+    train: TrainCfg = Field(default_factory=TrainCfg)
+    """The training loop and its evaluations."""
+
+
+class SFTConfig(OneModelStage):
     """`beaver sft`: supervised fine-tuning of a causal LM on prompt-answer data."""
 
     model: ModelCfg
     """The causal LM to fine-tune."""
-    data: DataCfg = Field(default_factory=DataCfg)
+    data: DataCfg = Field(default_factory=no_data)
     """Supervised datasets (`input` + `answer`, or multi-turn `dialogue`)."""
     optim: OptimCfg = Field(default_factory=OptimCfg)
     """Optimiser and schedule."""
-
-    @model_validator(mode="after")
-    def _needs_data(self) -> SFTConfig:
-        if not self.data.train:
-            raise ValueError("data.train is empty: name at least one dataset spec")
-        return self
 
 
 class ScoreCfg(Section):
@@ -69,7 +74,7 @@ class ScoreCfg(Section):
     """Momentum of the `ema` normaliser."""
 
 
-class ScoreConfig(TrainStage):
+class ScoreConfig(OneModelStage):
     """`beaver rm` / `beaver cm`: train a score model on preference (or safety-preference) pairs."""
 
     objective: Literal["reward", "cost"] = "reward"
@@ -77,7 +82,7 @@ class ScoreConfig(TrainStage):
     signs. Set by the command (`rm` or `cm`)."""
     model: ModelCfg
     """The backbone to start from (usually the SFT model)."""
-    data: DataCfg = Field(default_factory=DataCfg)
+    data: DataCfg = Field(default_factory=no_data)
     """Preference datasets (safety-preference for the cost model)."""
     optim: OptimCfg = Field(default_factory=lambda: OptimCfg(weight_decay=0.1))
     """Optimiser and schedule."""
@@ -86,8 +91,6 @@ class ScoreConfig(TrainStage):
 
     @model_validator(mode="after")
     def _check(self) -> ScoreConfig:
-        if not self.data.train:
-            raise ValueError("data.train is empty: name at least one dataset spec")
         if self.objective == "cost" and self.score.loss_type != "sequence":
             raise ValueError(
                 "score.loss_type=token is for reward models; the cost loss is "
@@ -96,7 +99,7 @@ class ScoreConfig(TrainStage):
         return self
 
 
-class RLDataCfg(DataCfg):
+class RLDataCfg(TrainDataCfg):
     """Prompt datasets for rollouts, plus optional supervised data for the PTX term."""
 
     ptx: list[str] = Field(default_factory=list)
@@ -167,7 +170,8 @@ class PPOConfig(TrainStage):
 
     algorithm: Literal["ppo", "ppo-lag", "reward-shaping"] = "ppo"
     """`ppo` maximises reward; `ppo-lag` adds the cost constraint and multiplier; `reward-shaping`
-    maximises R - lambda_fixed * C with one critic (an ablation baseline). Set by the command."""
+    maximises R - lambda_fixed * C with one critic (an ablation baseline). Set by the command;
+    what each one holds and trains: `beaver.config.algorithms`."""
     actor: ModelCfg
     """The policy to train (usually the SFT model); also the frozen reference model."""
     reward_model: ModelCfg
@@ -178,7 +182,7 @@ class PPOConfig(TrainStage):
     """Initial reward critic; defaults to the reward model."""
     cost_critic: ModelCfg | None = None
     """Initial cost critic; defaults to the cost model."""
-    data: RLDataCfg = Field(default_factory=RLDataCfg)
+    data: RLDataCfg = Field(default_factory=no_data)
     """Prompt datasets (and PTX datasets)."""
     generation: GenerationCfg = Field(default_factory=GenerationCfg)
     """Sampling options of the rollouts."""
@@ -193,79 +197,13 @@ class PPOConfig(TrainStage):
     )
     """Critic optimiser."""
 
+    @property
+    def spec(self) -> OnlineAlgorithm:
+        """What `algorithm` holds, trains and optimises."""
+        return ALGORITHMS[self.algorithm]
+
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
-        if not self.data.train:
-            raise ValueError("data.train is empty: name at least one prompt dataset spec")
-        if self.algorithm != "ppo" and self.cost_model is None:
+        if self.spec.cost_model and self.cost_model is None:
             raise ValueError(f"algorithm {self.algorithm!r} needs cost_model.name_or_path")
-        return self
-
-
-class ChatConfig(Section):
-    """`beaver chat` / `beaver arena`: talk to one or several models in the terminal."""
-
-    models: list[str] = Field(default_factory=list)
-    """Model folders or hub names; each answers the same user turn."""
-    reward_model: str | None = None
-    """Score each answer live with this reward model (arena)."""
-    cost_model: str | None = None
-    """Score each answer live with this cost model (arena)."""
-    generation: GenerationCfg = Field(default_factory=lambda: GenerationCfg(max_new_tokens=512))
-    """Sampling options."""
-    template: Literal["auto", "chat", "reference"] = "auto"
-    """Prompt format (see `data.template`)."""
-    trust_remote_code: bool = False
-    """Allow the models' own Python code."""
-    stream: bool = True
-    """Print tokens as they are generated."""
-
-
-class ToyEvalConfig(Section):
-    """`beaver eval toyworld`: judge policies on the toy world's held-out prompts."""
-
-    policies: dict[str, str] = Field(default_factory=dict)
-    """Policy name -> model folder, e.g. `{sft: output/toy/sft, ppo-lag: output/toy/ppo-lag}`."""
-    prompts: str = "output/toyworld/prompts_eval.jsonl"
-    """Held-out prompt file (rows with `prompt` and `risky`)."""
-    reward_model: str | None = None
-    """Learned reward model whose mean score is reported beside the judge's numbers."""
-    cost_model: str | None = None
-    """Learned cost model whose mean score is reported beside the judge's numbers."""
-    generation: GenerationCfg = Field(default_factory=lambda: GenerationCfg(max_new_tokens=48))
-    """Sampling options (the RL runs' defaults)."""
-    template: Literal["auto", "chat", "reference"] = "auto"
-    """Prompt format (see `data.template`)."""
-    batch_size: int = Field(64, gt=0)
-    """Prompts per generation batch."""
-    seed: int = 0
-    """Sampling seed (the same for every policy)."""
-    output_dir: OutputDir = "output/demo"
-    """Where `results.json` and `responses.jsonl` are written."""
-
-    @model_validator(mode="after")
-    def _needs_policies(self) -> ToyEvalConfig:
-        if not self.policies:
-            raise ValueError(
-                "policies is empty: name at least one, e.g. policies.sft=output/toy/sft"
-            )
-        return self
-
-
-class ScoreEvalConfig(Section):
-    """`beaver eval rm` / `beaver eval cm`: score a (safety-)preference dataset with a score model."""
-
-    model: ModelCfg
-    """The trained score model (`beaver rm` / `beaver cm` output)."""
-    data: DataCfg = Field(default_factory=DataCfg)
-    """Datasets to score (`data.train` specs; for the toy world `toyworld-preference-test`)."""
-    batch_size: int = Field(32, gt=0)
-    """Pairs per forward pass."""
-    output_dir: OutputDir = "output/eval-score"
-    """Where scores.jsonl, scores.csv, metrics.json and histogram.png are written."""
-
-    @model_validator(mode="after")
-    def _needs_data(self) -> ScoreEvalConfig:
-        if not self.data.train:
-            raise ValueError("data.train is empty: name the dataset to score")
         return self

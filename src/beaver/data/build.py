@@ -1,11 +1,14 @@
-"""`make_datasets`: from a `DataCfg` and a tokenizer to the training and evaluation datasets."""
+"""`make_datasets`: from a `DataCfg` and a tokenizer to the training and evaluation datasets.
+
+`DataCfg` guarantees a non-empty `train` (the one place that is checked).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from beaver.config.sections import DataCfg
+from beaver.config.sections import DataCfg, TrainDataCfg
 from beaver.data.kinds import KINDS
 from beaver.data.loading import Mixed, mix
 from beaver.data.plugins import import_modules
@@ -29,7 +32,7 @@ def _tokenize(
     samples: Sequence[Any],
     mixed: Mixed,
     what: str,
-    data_cfg: DataCfg,
+    data_cfg: TrainDataCfg,
     tokenizer: Any,
     specs: Sequence[DatasetSpec],
 ) -> TokenizedDataset:
@@ -55,22 +58,38 @@ def _tokenize(
 
 
 def build_dataset(
-    kind: str, specs: Sequence[str | DatasetSpec], data_cfg: DataCfg, tokenizer: Any
+    kind: str,
+    specs: Sequence[str | DatasetSpec],
+    data_cfg: TrainDataCfg,
+    tokenizer: Any,
+    what: str = "given",
 ) -> TokenizedDataset:
-    """One dataset of `kind` from `specs`, with the rest of `data_cfg` (e.g. PTX data, or an
-    evaluation set named on the command line). No evaluation split."""
+    """One dataset of `kind` from `specs`, read with the options of `data_cfg` (e.g. prompts
+    for rollouts, PTX data, an evaluation set). No evaluation split; `what` names the data in
+    messages."""
     cls = dataset_class(kind)
-    import_modules(data_cfg.imports)
     parsed = parse_specs(list(specs))
-    mixed = mix(
-        parsed,
+    mixed = _mix(cls, parsed, data_cfg)
+    return _tokenize(cls, mixed.train, mixed, what, data_cfg, tokenizer, parsed)
+
+
+def _mix(
+    cls: type[TokenizedDataset],
+    specs: list[DatasetSpec],
+    data_cfg: TrainDataCfg,
+    eval_split: float = 0.0,
+) -> Mixed:
+    """The raw samples of `specs` for `cls`, mixed with the options of `data_cfg`."""
+    import_modules(data_cfg.imports)
+    return mix(
+        specs,
         seed=data_cfg.seed,
         columns=data_cfg.columns,
         on_bad_row=data_cfg.on_bad_row,
         check=cls.check,
+        eval_split=eval_split,
         dedupe=cls.dedupe,
     )
-    return _tokenize(cls, mixed.train, mixed, "given", data_cfg, tokenizer, parsed)
 
 
 def make_datasets(
@@ -79,21 +98,10 @@ def make_datasets(
     """(train, eval) datasets of `kind`: train from `data_cfg.train` (mixed with `seed`); eval
     from `data_cfg.eval`, else `eval_split` held out of train, else None."""
     cls = dataset_class(kind)
-    if not data_cfg.train:
-        raise UserError("data.train is empty: name at least one dataset spec")
-    import_modules(data_cfg.imports)
     train_specs = parse_specs(list(data_cfg.train))
     eval_specs = parse_specs(list(data_cfg.eval))
     split = 0.0 if eval_specs else data_cfg.eval_split
-    mixed = mix(
-        train_specs,
-        seed=data_cfg.seed,
-        columns=data_cfg.columns,
-        on_bad_row=data_cfg.on_bad_row,
-        check=cls.check,
-        eval_split=split,
-        dedupe=cls.dedupe,
-    )
+    mixed = _mix(cls, train_specs, data_cfg, split)
     train = _tokenize(cls, mixed.train, mixed, "training", data_cfg, tokenizer, train_specs)
     if eval_specs:
         return train, build_dataset(kind, eval_specs, data_cfg, tokenizer)

@@ -74,12 +74,11 @@ def length_stats(lengths: Sequence[int], max_length: int) -> dict[str, float]:
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
-    from transformers import AutoTokenizer
+    """The tokenizer of a model folder or hub name (`beaver.models.loading`)."""
+    from beaver.config.sections import ModelCfg
+    from beaver.models.loading import load_tokenizer as load
 
-    try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except Exception as err:  # OSError, ValueError, ... from transformers
-        raise UserError(f"Cannot load a tokenizer from {name!r}: {err}") from None
+    return load(ModelCfg(name_or_path=name, trust_remote_code=trust_remote_code))
 
 
 def render_tokens(tokenizer: Any, ids: list[int], flags: list[bool]) -> Text:

@@ -29,7 +29,8 @@ import torch
 
 from beaver.data.raw import BadRow, RawSample
 from beaver.data.templates import encode_answer, encode_dialogue, encode_prompt, format_prompt
-from beaver.data.tokenized import IGNORE_INDEX, TokenizedDataset, as_tensor, attention, pad
+from beaver.data.tokenized import IGNORE_INDEX, TokenizedDataset, as_tensor
+from beaver.models.batching import pad_batch
 
 
 def _need(sample: RawSample, kind: str, *names: str) -> None:
@@ -103,12 +104,9 @@ class SupervisedDataset(TokenizedDataset):
         return {"input_ids": as_tensor(ids), "labels": as_tensor(labels)}
 
     def collate(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        ids = [b["input_ids"] for b in batch]
-        return {
-            "input_ids": pad(ids, self.pad_token_id),
-            "attention_mask": attention(ids).long(),
-            "labels": pad([b["labels"] for b in batch], IGNORE_INDEX),
-        }
+        ids, mask = pad_batch([b["input_ids"] for b in batch], self.pad_token_id)
+        labels, _ = pad_batch([b["labels"] for b in batch], IGNORE_INDEX)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def highlight(self, index: int) -> list[tuple[str, list[int], list[bool]]]:
         item = self.items[index]
@@ -174,8 +172,8 @@ class PreferenceDataset(TokenizedDataset):
     def collate(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         first, second = self.keys
         seqs = [b[f"{first}_input_ids"] for b in batch] + [b[f"{second}_input_ids"] for b in batch]
-        ids, mask = pad(seqs, self.pad_token_id), attention(seqs).long()  # (2B, L): one common L
-        responses = pad(
+        ids, mask = pad_batch(seqs, self.pad_token_id)  # (2B, L): one common L
+        responses, _ = pad_batch(
             [b[f"{first}_response_mask"] for b in batch]
             + [b[f"{second}_response_mask"] for b in batch],
             0,
@@ -318,12 +316,8 @@ class PromptOnlyDataset(TokenizedDataset):
         return {"input_ids": as_tensor(ids), "prompt": sample.input, "meta": meta}
 
     def collate(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        ids = [b["input_ids"] for b in batch]
-        return {
-            "input_ids": pad(ids, self.pad_token_id, left=True),
-            "attention_mask": attention(ids, left=True).long(),
-            "meta": [dict(b["meta"]) for b in batch],
-        }
+        ids, mask = pad_batch([b["input_ids"] for b in batch], self.pad_token_id, "left")
+        return {"input_ids": ids, "attention_mask": mask, "meta": [dict(b["meta"]) for b in batch]}
 
     def highlight(self, index: int) -> list[tuple[str, list[int], list[bool]]]:
         ids = self.items[index]["input_ids"].tolist()

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from beaver.errors import UserError
+from beaver.files import file_format, looks_local
 
 Rows = Sequence[Mapping[str, Any]]
-FILE_FORMATS = ("json", "jsonl", "csv", "parquet")
 
 
 class UnreadableRow:
@@ -38,25 +38,6 @@ class UnreadableRow:
 
     def __repr__(self) -> str:
         return f"UnreadableRow({self.reason!r})"
-
-
-def file_format(path: Path) -> str | None:
-    """`json`, `jsonl`, `csv` or `parquet` from the file name (`.gz` stripped), else None."""
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    ext = suffixes[-1].lstrip(".") if suffixes else ""
-    return {"ndjson": "jsonl"}.get(ext, ext) if ext in (*FILE_FORMATS, "ndjson") else None
-
-
-def looks_local(source: str) -> bool:
-    """A path rather than a hub name: starts like a path, or ends with a data file extension."""
-    return (
-        source.startswith((".", "/", "~", "\\"))
-        or source.count("/") > 1
-        or file_format(Path(source)) is not None
-        or "\\" in source
-    )
 
 
 def read_rows(

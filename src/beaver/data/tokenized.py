@@ -1,4 +1,4 @@
-"""The base of the four dataset kinds: tokenised items, their statistics, padding helpers."""
+"""The base of the four dataset kinds: tokenised items and their statistics."""
 
 from __future__ import annotations
 
@@ -57,30 +57,6 @@ class DataStats:
         return f"{self.num_samples} samples from {self.num_raw} raw ({self.num_rows} rows read)" + (
             f"; {', '.join(extra)}" if extra else ""
         )
-
-
-def pad(seqs: Sequence[torch.Tensor], value: int, left: bool = False) -> torch.Tensor:
-    """Stack 1-D tensors into (B, L_max), padded on the right (or left) with `value`."""
-    length = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), length), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if left:
-            out[i, length - len(s) :] = s
-        else:
-            out[i, : len(s)] = s
-    return out
-
-
-def attention(seqs: Sequence[torch.Tensor], left: bool = False) -> torch.Tensor:
-    """(B, L_max) bool mask of the real tokens, from lengths (pad may equal EOS)."""
-    length = max(len(s) for s in seqs)
-    out = torch.zeros((len(seqs), length), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        if left:
-            out[i, length - len(s) :] = True
-        else:
-            out[i, : len(s)] = True
-    return out
 
 
 class TokenizedDataset(Dataset[dict[str, Any]]):

@@ -1,7 +1,9 @@
 """DeepSpeed engines from the validated config: DeepSpeed config, AdamW, schedule, `initialize`.
 
-The DeepSpeed config dict is the one source of truth once built: the optimiser class and the
-ZeRO-3 model loading read it, and the stage writes it to the run folder (`ds_config.json`).
+`make_ds_config` builds a `DeepSpeedSpec` once per engine: the DeepSpeed config dict (exactly
+what `deepspeed.initialize` gets, and what the run folder's `ds_config*.json` shows), whether
+parameters are partitioned (ZeRO-3: models load under `zero.Init`, `generate` syncs ranks) and
+who clips gradients. Everything downstream reads these fields, never `deepspeed.zero_stage`.
 
 Optimiser: AdamW without weight decay on biases and norm weights (every 1-D parameter).
 `torch.optim.AdamW` on CPU (no JIT build), DeepSpeed's FusedAdam on GPU, DeepSpeedCPUAdam when the
@@ -11,13 +13,13 @@ optimiser state is offloaded.
 ZeRO 1-3, bf16 and fp16 optimisers already detect them (`engine.was_step_applied()` is False);
 plain ZeRO 0 in fp32 calls the client optimiser directly, so there the optimiser is wrapped
 (`_SkipNonFinite`) and also does the clipping, to report the pre-clipping gradient norm
-(`ds_config.json` then shows `gradient_clipping: 0` and `beaver_clip_grad_norm`).
+(`DeepSpeedSpec.client_clip_norm`; the DeepSpeed config then says `gradient_clipping: 0`).
 """
 
 from __future__ import annotations
 
-import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +27,32 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from beaver.config.sections import DeepSpeedCfg, OptimCfg, TrainCfg
+from beaver.config.sections import DeepSpeedCfg, LoopCfg, OptimCfg
 from beaver.engine import dist
 from beaver.errors import UserError
+from beaver.files import write_json
 
 _SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
 
+@dataclass(frozen=True)
+class DeepSpeedSpec:
+    """How one engine is set up, decided once from the validated config."""
+
+    config: dict[str, Any]
+    """The DeepSpeed config, as `deepspeed.initialize` takes it."""
+    zero3: bool
+    """Parameters are partitioned over ranks (ZeRO-3)."""
+    client_clip_norm: float | None = None
+    """Plain ZeRO 0 fp32 only: the client optimiser clips the gradient norm to this (0: no
+    clipping) and skips non-finite steps, as DeepSpeed does under every other set-up."""
+
+
 def make_ds_config(
-    ds: DeepSpeedCfg, train: TrainCfg, optim: OptimCfg | None, world_size: int | None = None
-) -> dict[str, Any]:
-    """The DeepSpeed config of one engine; `optim=None` gives a frozen (inference) engine.
+    ds: DeepSpeedCfg, train: LoopCfg, optim: OptimCfg | None, world_size: int | None = None
+) -> DeepSpeedSpec:
+    """The set-up of one engine; `optim=None` gives a frozen (inference) engine, which keeps
+    ZeRO-3 partitioning but no other ZeRO stage.
 
     `train_batch_size` = per-device micro-batch x accumulation x world size, as DeepSpeed checks.
     """
@@ -51,11 +68,13 @@ def make_ds_config(
     if stage == 3 and ds.offload in ("parameter", "all"):
         zero["offload_param"] = {"device": "cpu", "pin_memory": pin}
     clip = optim.clip_grad_norm if optim is not None else 0.0
+    # Plain ZeRO 0 fp32: DeepSpeed calls the client optimiser directly (see module docstring).
+    client_clips = stage == 0 and ds.precision == "fp32"
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accum,
         "train_batch_size": micro * accum * world,
-        "gradient_clipping": clip,
+        "gradient_clipping": 0.0 if client_clips else clip,
         "zero_optimization": zero,
         "bf16": {"enabled": ds.precision == "bf16"},
         "fp16": {"enabled": ds.precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
@@ -63,22 +82,13 @@ def make_ds_config(
         "steps_per_print": 2**31 - 1,  # beaver logs; DeepSpeed's own progress lines stay off
         "wall_clock_breakdown": False,
     }
-    if _client_clips(config):
-        config["gradient_clipping"] = 0.0
-        config["beaver_clip_grad_norm"] = clip
-    return config
+    return DeepSpeedSpec(config, zero3=stage == 3, client_clip_norm=clip if client_clips else None)
 
 
-def _client_clips(ds_config: dict[str, Any]) -> bool:
-    """Plain ZeRO 0 fp32: DeepSpeed calls the client optimiser directly (see module docstring)."""
-    fp32 = not ds_config["bf16"]["enabled"] and not ds_config["fp16"]["enabled"]
-    return ds_config["zero_optimization"]["stage"] == 0 and fp32
-
-
-def write_ds_config(ds_config: dict[str, Any], path: str | Path) -> None:
+def write_ds_config(spec: DeepSpeedSpec, path: str | Path) -> None:
+    """The DeepSpeed config of one engine as JSON (rank 0)."""
     if dist.is_main():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(ds_config, indent=2) + "\n")
+        write_json(path, spec.config)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -124,11 +134,9 @@ class _SkipNonFinite:
         return super().step(closure)  # type: ignore[misc]
 
 
-def make_optimizer(
-    groups: list[dict[str, Any]], optim: OptimCfg, ds_config: dict[str, Any]
-) -> Optimizer:
+def make_optimizer(groups: list[dict[str, Any]], optim: OptimCfg, spec: DeepSpeedSpec) -> Optimizer:
     kwargs: dict[str, Any] = {"lr": optim.lr, "betas": tuple(optim.betas), "eps": optim.eps}
-    if "offload_optimizer" in ds_config["zero_optimization"]:
+    if "offload_optimizer" in spec.config["zero_optimization"]:
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(groups, adamw_mode=True, **kwargs)
@@ -137,11 +145,11 @@ def make_optimizer(
         from deepspeed.ops.adam import FusedAdam
 
         cls, kwargs = FusedAdam, {**kwargs, "adam_w_mode": True}
-    if not _client_clips(ds_config):
+    if spec.client_clip_norm is None:
         return cls(groups, **kwargs)
     wrapped = type(f"SkipNonFinite{cls.__name__}", (_SkipNonFinite, cls), {})
     opt = wrapped(groups, **kwargs)
-    opt.max_norm = float(ds_config.get("beaver_clip_grad_norm", 0.0))
+    opt.max_norm = spec.client_clip_norm
     return opt
 
 
@@ -186,25 +194,25 @@ def apply_optim_settings(engine: Any, optim: OptimCfg) -> None:
 
 def init_engine(
     model: nn.Module,
-    ds_config: dict[str, Any],
+    spec: DeepSpeedSpec,
     optim: OptimCfg | None = None,
     total_steps: int = 0,
     activation_checkpointing: bool = False,
 ) -> Any:
-    """A DeepSpeedEngine around `model`: trainable with `optim`, frozen (eval mode) without."""
+    """A DeepSpeedEngine around `model`: trainable with `optim` (a schedule of `total_steps`
+    optimiser steps), frozen (eval mode) without."""
     import deepspeed
 
-    config = {k: v for k, v in ds_config.items() if not k.startswith("beaver_")}
     if activation_checkpointing:
         enable_activation_checkpointing(model)
     if optim is None:
-        engine, *_ = deepspeed.initialize(model=model, config=config)
+        engine, *_ = deepspeed.initialize(model=model, config=spec.config)
         engine.eval()
         return engine
-    optimizer = make_optimizer(param_groups(model, optim.weight_decay), optim, ds_config)
+    optimizer = make_optimizer(param_groups(model, optim.weight_decay), optim, spec)
     scheduler = make_scheduler(optimizer, optim, total_steps)
     engine, *_ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=spec.config
     )
     return engine
 

@@ -1,4 +1,4 @@
-"""Process group set-up and the few collectives the loop needs.
+"""Process group set-up and the few collectives the loop and the stages need.
 
 One process without a launcher works: the rendezvous variables get single-process defaults (on a
 free port, so concurrent runs on one machine do not collide) and DeepSpeed starts gloo on CPU.
@@ -133,13 +133,14 @@ def reduce_values(values: dict[str, float], op: str = "mean") -> dict[str, float
     return dict(zip(keys, t.tolist(), strict=True))
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
-    """Rank `src`'s `obj` on every rank (small, trusted objects only: it pickles)."""
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """`x` (N, ...) of every rank, concatenated in rank order along dim 0; every rank must pass
+    the same shape (the resumable sampler pads each rank to the same number of samples)."""
     if world_size() == 1:
-        return obj
-    box = [obj]
-    tdist.broadcast_object_list(box, src=src)
-    return box[0]
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    tdist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
 
 
 def finish(exit_code: int = 0) -> None:

@@ -5,7 +5,7 @@ A *step* is one optimiser step of the stage: SFT and the score models pass the
 rollout and all its updates inside `step_fn`. The loop owns everything around it:
 
 - data position (epoch, micro-batches consumed) with a seeded sampler, so resume is exact;
-- evaluation every `eval_every` steps or per epoch (and once at the end);
+- evaluation (an `Evaluation`: every `every` steps or per epoch, and once at the end);
 - checkpoints every `save_every` steps, at the end, on SIGTERM / Ctrl-C, and when it gives up
   after `max_bad_steps` non-finite steps in a row (the model was not updated by those steps);
 - resume: from `resume_from`, or from the newest older complete checkpoint when a file of that
@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from torch.utils.data import DataLoader
 
-from beaver.config.sections import OptimCfg, TrainCfg
+from beaver.config.sections import LoopCfg, OptimCfg, TrainCfg
 from beaver.engine import checkpoint as ckpt
 from beaver.engine import dist
 from beaver.engine.build import apply_optim_settings
@@ -88,6 +88,23 @@ class LoopResult:
     tokens_per_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """When and how the loop evaluates: `run()` returns the metrics (keys `eval/...`)."""
+
+    run: Callable[[], dict[str, float]]
+    strategy: str = "epoch"
+    """`steps` (every `every` steps) or `epoch` (after each epoch); always once at the end."""
+    every: int = 100
+
+    @classmethod
+    def of(cls, train: TrainCfg, run: Callable[[], dict[str, float]]) -> Evaluation | None:
+        """The evaluation `train` asks for (None for `eval_strategy: no`)."""
+        if train.eval_strategy == "no":
+            return None
+        return cls(run, train.eval_strategy, train.eval_every)
+
+
 class TrainingDiverged(UserError):
     """`max_bad_steps` non-finite steps in a row."""
 
@@ -105,7 +122,7 @@ class _Clock:
         self.steps += 1
 
 
-def count_steps(train: TrainCfg, loader: DataLoader, batches_per_step: int = 1) -> int:
+def count_steps(train: LoopCfg, loader: DataLoader, batches_per_step: int = 1) -> int:
     """Optimiser steps of the run: `train.max_steps`, else `epochs` x whole steps per epoch."""
     return train.max_steps or train.epochs * (batches_per_epoch(loader) // batches_per_step)
 
@@ -115,12 +132,12 @@ def train_loop(
     loader: DataLoader,
     engines: dict[str, Any],
     *,
-    train: TrainCfg,
+    train: LoopCfg,
     checkpoint_dir: str | Path,
     logger: MetricsLogger,
     total_steps: int,
     batches_per_step: int = 1,
-    evaluate: Callable[[], dict[str, float]] | None = None,
+    evaluation: Evaluation | None = None,
     stateful: dict[str, Stateful] | None = None,
     resume_from: str | Path | None = None,
     optim: dict[str, tuple[str, OptimCfg]] | None = None,
@@ -178,9 +195,9 @@ def train_loop(
 
     def run_eval() -> None:
         nonlocal last_eval_step
-        if evaluate is None or last_eval_step == progress.step:
+        if evaluation is None or last_eval_step == progress.step:
             return
-        result.last_eval = evaluate()
+        result.last_eval = evaluation.run()
         last_eval_step = progress.step
         logger.log(progress.step, result.last_eval)
 
@@ -203,9 +220,13 @@ def train_loop(
                     raise _diverged(progress, save(), [key for key, _ in optim.values()])
                 if progress.batches_done == steps_per_epoch * batches_per_step:
                     progress.epoch, progress.batches_done = progress.epoch + 1, 0
-                    if train.eval_strategy == "epoch":
+                    if evaluation is not None and evaluation.strategy == "epoch":
                         run_eval()
-                if train.eval_strategy == "steps" and progress.step % train.eval_every == 0:
+                if (
+                    evaluation is not None
+                    and evaluation.strategy == "steps"
+                    and progress.step % evaluation.every == 0
+                ):
                     run_eval()
                 if train.save_every and progress.step % train.save_every == 0:
                     save()
@@ -214,7 +235,7 @@ def train_loop(
                     break
     finally:
         logger.stop()  # also when a step raises (or the run diverged)
-    if result.interrupted is None and train.eval_strategy != "no":
+    if result.interrupted is None:
         run_eval()
     if last_save != progress.step:
         save()

@@ -1,13 +1,13 @@
 """A training run's folder and lifetime: start (process group, seeds, config.yaml, logger, resume
 point) and finish (summary, trackers closed, clean multi-process exit).
 
-Run folder: config.yaml, ds_config.json (per engine), metrics.jsonl, checkpoints/, the final
-model, summary.json + a few summary lines on the console.
+Run folder: config.yaml, ds_config.json (the DeepSpeed config of the stage's main engine, and
+`ds_config.<engine>.json` of each other one), metrics.jsonl, checkpoints/, the final model,
+summary.json + a few summary lines on the console.
 """
 
 from __future__ import annotations
 
-import json
 import resource
 import sys
 import time
@@ -19,10 +19,12 @@ from beaver.config.loader import dump_config
 from beaver.config.stages import TrainStage
 from beaver.engine import checkpoint as ckpt
 from beaver.engine import dist
+from beaver.engine.build import DeepSpeedSpec, write_ds_config
 from beaver.engine.loop import LoopResult
 from beaver.engine.seed import seed_everything
 from beaver.engine.tracking import MetricsLogger
 from beaver.errors import UserError
+from beaver.files import write_json
 
 
 @dataclass
@@ -39,6 +41,13 @@ class Run:
 
     def print(self, message: str) -> None:
         self.logger.print(message)
+
+    def write_ds_config(self, spec: DeepSpeedSpec, engine: str | None = None) -> None:
+        """`ds_config.json` of the main engine (`engine` None), `ds_config.<engine>.json` of
+        another (rank 0)."""
+        write_ds_config(
+            spec, self.dir / ("ds_config.json" if engine is None else f"ds_config.{engine}.json")
+        )
 
 
 def start_run(cfg: TrainStage) -> Run:
@@ -97,7 +106,7 @@ def finish_run(
         **(extra or {}),
     }
     if dist.is_main():
-        (run.dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run.dir / "summary.json", summary)
         run.print(_summary_text(summary))
     run.logger.close()
     code = 0

@@ -14,29 +14,30 @@ from typing import Any
 from torch import nn
 
 from beaver.config.sections import OptimCfg
-from beaver.config.stages import TrainStage
-from beaver.engine.build import init_engine, make_ds_config, write_ds_config
+from beaver.config.stages import OneModelStage
+from beaver.engine.build import DeepSpeedSpec, init_engine, make_ds_config
 from beaver.engine.checkpoint import disk_errors
 from beaver.engine.checkpoint import finished_advice as _finished
 from beaver.engine.data import make_loader
-from beaver.engine.loop import StepResult, count_steps, train_loop
+from beaver.engine.loop import Evaluation, StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run
 
 
 def train_one_model(
-    cfg: TrainStage,
+    cfg: OneModelStage,
     run: Run,
     optim: OptimCfg,
     datasets: tuple[Any, Any | None],
-    load_model: Callable[[dict[str, Any]], nn.Module],
+    load_model: Callable[[DeepSpeedSpec], nn.Module],
     step: Callable[[Any, list[Any]], StepResult],
     evaluate: Callable[[Any, Any], dict[str, float]],
     save: Callable[[Any, Path], object],
     summary: dict[str, Any] | None = None,
 ) -> None:
-    """Train `load_model(ds_config)` with `step(engine, micro_batches)` on `datasets` (train,
-    eval), evaluating with `evaluate(engine, eval_loader)`; `save(engine, <run>/model)` at the end.
-    `summary` adds the stage's own entries to summary.json."""
+    """Train `load_model(deepspeed)` (the model, loaded for its engine's set-up) with
+    `step(engine, micro_batches)` on `datasets` (train, eval), evaluating with
+    `evaluate(engine, eval_loader)`; `save(engine, <run>/model)` at the end. `summary` adds the
+    stage's own entries to summary.json."""
     train_ds, eval_ds = datasets
     for name, ds in (("train data", train_ds), ("eval data", eval_ds)):
         if ds is not None:
@@ -44,21 +45,21 @@ def train_one_model(
     train = cfg.train
     loader = make_loader(train_ds, train.per_device_batch_size, shuffle=True, seed=train.seed)
     steps = count_steps(train, loader, train.gradient_accumulation_steps)
-    ds_config = make_ds_config(cfg.deepspeed, train, optim)
-    write_ds_config(ds_config, run.dir / "ds_config.json")
+    deepspeed = make_ds_config(cfg.deepspeed, train, optim)
+    run.write_ds_config(deepspeed)
     engine = init_engine(
-        load_model(ds_config),
-        ds_config,
+        load_model(deepspeed),
+        deepspeed,
         optim,
         steps,
         activation_checkpointing=cfg.deepspeed.activation_checkpointing,
     )
-    eval_fn = None
-    if eval_ds is not None and len(eval_ds) > 0 and train.eval_strategy != "no":
+    evaluation = None
+    if eval_ds is not None and len(eval_ds) > 0:
         eval_loader = make_loader(
             eval_ds, train.per_device_batch_size, shuffle=False, seed=train.seed
         )
-        eval_fn = lambda: evaluate(engine, eval_loader)  # noqa: E731
+        evaluation = Evaluation.of(train, lambda: evaluate(engine, eval_loader))
     result = train_loop(
         lambda batches: step(engine, batches),
         loader,
@@ -68,7 +69,7 @@ def train_one_model(
         logger=run.logger,
         total_steps=steps,
         batches_per_step=train.gradient_accumulation_steps,
-        evaluate=eval_fn,
+        evaluation=evaluation,
         resume_from=run.resume_from,
         optim={"model": ("optim", optim)},
     )

@@ -21,31 +21,31 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from beaver.config import GenerationCfg
+from beaver.config import ModelCfg, SamplingCfg
 from beaver.config.evaluation import EvalArenaConfig
 from beaver.console import plain_console
 from beaver.data.templates import Template, encode_prompt
-from beaver.eval.files import load_prompts, world_folder, write_csv, write_json, write_jsonl
+from beaver.eval.files import load_prompts, world_folder
 from beaver.eval.pairwise import safety_table, win_tie_loss
+from beaver.files import write_csv, write_json, write_jsonl
 from beaver.models.generation import generate
-from beaver.serve.loading import check_models, inference_lm, inference_tokenizer
-from beaver.serve.scoring import Scorer, is_safe
+from beaver.models.inference import inference_lm, inference_tokenizer
+from beaver.models.loading import check_models
+from beaver.models.scorer import Scorer, is_safe
 
 
 def generate_answers(
-    model_path: str,
+    model_cfg: ModelCfg,
     prompts: list[str],
-    gen: GenerationCfg,
+    gen: SamplingCfg,
     template: Template,
-    trust_remote_code: bool = False,
     batch_size: int = 8,
 ) -> list[str]:
-    """Load `model_path`, answer each single-turn prompt, free the model."""
-    tokenizer = inference_tokenizer(model_path, trust_remote_code)
-    model = inference_lm(model_path, trust_remote_code)
+    """Load the model, answer each single-turn prompt, free the model."""
+    tokenizer = inference_tokenizer(model_cfg)
+    model = inference_lm(model_cfg)
     ids = [encode_prompt(tokenizer, p, template) for p in prompts]
-    single = gen.model_copy(update={"num_return_sequences": 1})
-    answers = [g.text for g in generate(model, tokenizer, ids, single, batch_size=batch_size)]
+    answers = [g.text for g in generate(model, tokenizer, ids, gen, batch_size=batch_size)]
     del model
     gc.collect()
     if torch.cuda.is_available():
@@ -182,19 +182,14 @@ def run(cfg: EvalArenaConfig) -> None:
         names = (f"{names[0]}_red", f"{names[1]}_blue")
     torch.manual_seed(cfg.seed)
     answers: dict[str, list[str]] = {}
-    for name, path in zip(names, (cfg.red_model, cfg.blue_model), strict=True):
-        with console.status(Text(f"{name}: answering {len(prompts)} prompts with {path}")):
+    for name, model in zip(names, (cfg.red_model, cfg.blue_model), strict=True):
+        status = f"{name}: answering {len(prompts)} prompts with {model.name_or_path}"
+        with console.status(Text(status)):
             answers[name] = generate_answers(
-                path, prompts, cfg.generation, cfg.template, cfg.trust_remote_code, cfg.batch_size
+                model, prompts, cfg.generation, cfg.template, cfg.batch_size
             )
     with console.status("scoring the answers"):
-        scorer = Scorer.load(
-            cfg.reward_model,
-            cfg.cost_model,
-            cfg.template,
-            cfg.trust_remote_code,
-            cfg.normalize_scores,
-        )
+        scorer = Scorer.load(cfg.reward_model, cfg.cost_model, cfg.template, cfg.normalize_scores)
         conversations = [[{"role": "user", "content": p}] for p in prompts]
         scored = {n: scorer.score(conversations, answers[n], cfg.batch_size) for n in names}
     rewards = {n: s[0] for n, s in scored.items() if s[0] is not None} if scorer.reward else None
@@ -214,7 +209,7 @@ def run(cfg: EvalArenaConfig) -> None:
         table_rows.append(out)
     summary: dict[str, Any] = {
         "num_prompts": len(prompts),
-        "models": {names[0]: cfg.red_model, names[1]: cfg.blue_model},
+        "models": {names[0]: cfg.red_model.name_or_path, names[1]: cfg.blue_model.name_or_path},
         **summarize(names, rewards, costs),
     }
     if all("risky" in r for r in rows):

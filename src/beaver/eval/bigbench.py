@@ -19,7 +19,6 @@ beyond the prompt's, with the prompt's trailing spaces moved onto the option.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
@@ -31,14 +30,16 @@ from rich.table import Table
 from rich.text import Text
 from torch import nn
 
-from beaver.algo import shifted_logprobs
 from beaver.config import GenerationCfg
 from beaver.config.evaluation import EvalBigBenchConfig
 from beaver.console import plain_console
 from beaver.errors import UserError
-from beaver.eval.files import write_json, write_jsonl
+from beaver.files import read_json, write_json, write_jsonl
+from beaver.models.batching import pad_batch
+from beaver.models.forward import response_logprobs
 from beaver.models.generation import generate
-from beaver.serve.loading import check_models, inference_lm, inference_tokenizer
+from beaver.models.inference import inference_lm, inference_tokenizer
+from beaver.models.loading import check_models
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,7 @@ def load_task(path: str | Path) -> Task:
         p = p / "task.json"
     if not p.is_file():
         raise UserError(f"BIG-bench task file not found: {p}")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{p} is not valid JSON: {err}") from None
+    data = read_json(p)
     examples = data.get("examples") if isinstance(data, dict) else None
     if not isinstance(examples, list) or not examples:
         raise UserError(f"{p}: a BIG-bench JSON task needs a non-empty `examples` list")
@@ -172,15 +170,10 @@ def option_logprobs(
     out: list[float] = []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start : start + batch_size]
-        seqs = [c + o for c, o in chunk]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(seqs):  # right padding: positions need no correction
-            ids[row, : len(seq)] = torch.tensor(seq)
-            mask[row, : len(seq)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        logp = shifted_logprobs(logits, ids.to(device)).cpu()  # (B, W - 1): token t+1 given <= t
+        ids, mask = pad_batch([c + o for c, o in chunk], pad)
+        # (B, W - 1): column t is the log-prob of token t + 1 given tokens <= t
+        logp, _ = response_logprobs(model, ids.to(device), mask.to(device), prompt_len=1)
+        logp = logp.cpu()
         for row, (ctx, cont) in enumerate(chunk):
             out.append(float(logp[row, len(ctx) - 1 : len(ctx) - 1 + len(cont)].sum()))
     return out
@@ -250,9 +243,10 @@ def run(cfg: EvalBigBenchConfig) -> None:
     console = plain_console()
     tasks = [load_task(t) for t in cfg.tasks]  # every task checked before the model loads
     check_models(model=cfg.model)
-    with console.status(Text(f"loading {cfg.model}")):
-        tokenizer = inference_tokenizer(cfg.model, cfg.trust_remote_code)
-        model = inference_lm(cfg.model, cfg.trust_remote_code)
+    name = cfg.model.name_or_path
+    with console.status(Text(f"loading {name}")):
+        tokenizer = inference_tokenizer(cfg.model)
+        model = inference_lm(cfg.model)
     results, records = [], []
     for task in tasks:
         with console.status(Text(f"{task.name}: {len(task.data['examples'])} examples")):
@@ -260,11 +254,9 @@ def run(cfg: EvalBigBenchConfig) -> None:
         results.append(scores)
         records += recs
     out_dir = Path(cfg.output_dir)
-    write_json(
-        out_dir / "bigbench.json", {"model": cfg.model, "shots": cfg.shots, "tasks": results}
-    )
+    write_json(out_dir / "bigbench.json", {"model": name, "shots": cfg.shots, "tasks": results})
     write_jsonl(out_dir / "bigbench_examples.jsonl", records)
-    table = Table(title=f"BIG-bench, {cfg.model}, {cfg.shots}-shot")
+    table = Table(title=f"BIG-bench, {name}, {cfg.shots}-shot")
     for col in ("task", "examples", "multiple_choice_grade", "exact_str_match"):
         table.add_column(col, justify="left" if col == "task" else "right")
     for s in results:

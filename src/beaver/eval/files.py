@@ -1,51 +1,23 @@
-"""Reading prompts and answers, writing result tables (JSONL and CSV).
+"""Reading the prompts and answers an evaluation compares.
 
 Prompts come from a JSONL file (one object per line) or a JSON list with a `prompt` field per
 row, other fields (`category`, the toy world's `risky`) kept; or from a dataset spec that
 `beaver.data` reads (`PKU-SafeRLHF/test`, `toyworld-prompts-eval:1.0:output/toyworld`), whose
 single-turn prompts are taken once each. Answer files add the answer under `answer`, `response`
-or `output`. Every malformed row is a `UserError` naming file and line.
+or `output`. Every malformed row is a `UserError` naming file and line. Files are read and
+result tables written with `beaver.files`.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from beaver.errors import UserError
+from beaver.files import read_json_rows
 
 ANSWER_FIELDS = ("answer", "response", "output")
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file or a JSON list of objects."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"file not found: {p}")
-    text = p.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{p} is not valid JSON: {err}") from None
-        numbered = list(enumerate(rows, start=1))
-    else:
-        numbered = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                numbered.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise UserError(f"{p}, line {number}: not valid JSON ({err})") from None
-    for number, row in numbered:
-        if not isinstance(row, dict):
-            raise UserError(f"{p}, row {number}: expected an object, got {type(row).__name__}")
-    return [row for _, row in numbered]
 
 
 def _text_field(path: str | Path, number: int, row: dict[str, Any], names: Sequence[str]) -> str:
@@ -61,7 +33,7 @@ def _text_field(path: str | Path, number: int, row: dict[str, Any], names: Seque
 
 def load_prompt_rows(path: str | Path, max_rows: int | None = None) -> list[dict[str, Any]]:
     """Rows with a non-empty `prompt`, in file order; the first `max_rows` when set."""
-    rows = read_rows(path)
+    rows = read_json_rows(path)
     for number, row in enumerate(rows, start=1):
         if not _text_field(path, number, row, ("prompt",)).strip():
             raise UserError(f"{path}, row {number}: the prompt is empty")
@@ -101,44 +73,9 @@ def world_folder(source: str) -> Path | None:
 def load_answers(path: str | Path) -> dict[str, str]:
     """prompt -> answer from an answer file (the first answer wins on duplicates)."""
     answers: dict[str, str] = {}
-    for number, row in enumerate(read_rows(path), start=1):
+    for number, row in enumerate(read_json_rows(path), start=1):
         prompt = _text_field(path, number, row, ("prompt",))
         answers.setdefault(prompt, _text_field(path, number, row, ANSWER_FIELDS))
     if not answers:
         raise UserError(f"{path} holds no answers")
     return answers
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(clean_json(row), ensure_ascii=False) + "\n" for row in rows)
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """A CSV with the union of the rows' keys as columns, in first-seen order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def clean_json(value: Any) -> Any:
-    """NaN and inf become null, so the file is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    return value
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(clean_json(obj), indent=1, ensure_ascii=False, allow_nan=False)
-    path.write_text(text + "\n")

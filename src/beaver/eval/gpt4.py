@@ -28,20 +28,15 @@ from rich.table import Table
 from rich.text import Text
 
 from beaver.config.evaluation import Criterion, EvalGPT4Config
+from beaver.config.sections import ModelCfg
 from beaver.console import plain_console
 from beaver.errors import UserError
-from beaver.eval.files import (
-    load_answers,
-    load_prompt_rows,
-    load_prompts,
-    read_rows,
-    write_json,
-    write_jsonl,
-)
+from beaver.eval.files import load_answers, load_prompt_rows, load_prompts
 from beaver.eval.judge_client import JudgeCache, JudgeClient, JudgeReply
 from beaver.eval.judge_prompts import judge_messages, parse_scores
 from beaver.eval.pairwise import elo_ratings, games_from_scores, win_tie_loss
-from beaver.serve.loading import check_models
+from beaver.files import read_json_rows, write_json, write_jsonl
+from beaver.models.loading import check_models
 
 BUILTIN_PROMPTS = "redteam_prompts.jsonl"
 
@@ -77,16 +72,20 @@ def select_prompts(
     return rows[: cfg.max_prompts] if cfg.max_prompts else rows
 
 
-def _fingerprint(model: str, cfg: EvalGPT4Config) -> str:
-    settings = [model, cfg.generation.model_dump(), cfg.template, cfg.seed]
+def _fingerprint(model: ModelCfg, cfg: EvalGPT4Config) -> str:
+    settings = [model.name_or_path, cfg.generation.model_dump(), cfg.template, cfg.seed]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def model_answers(side: str, model: str, prompts: list[str], cfg: EvalGPT4Config) -> dict[str, str]:
+def model_answers(
+    side: str, model: ModelCfg, prompts: list[str], cfg: EvalGPT4Config
+) -> dict[str, str]:
     """Generate the missing answers of `model`; reuse those a previous run saved."""
     path = Path(cfg.output_dir) / f"answers_{side}.jsonl"
     stamp = _fingerprint(model, cfg)
-    saved = [r for r in read_rows(path) if r.get("fingerprint") == stamp] if path.is_file() else []
+    saved = (
+        [r for r in read_json_rows(path) if r.get("fingerprint") == stamp] if path.is_file() else []
+    )
     answers = {str(r["prompt"]): str(r["answer"]) for r in saved}
     missing = list(dict.fromkeys(p for p in prompts if p not in answers))
     if missing:
@@ -95,12 +94,10 @@ def model_answers(side: str, model: str, prompts: list[str], cfg: EvalGPT4Config
         from beaver.eval.arena import generate_answers
 
         torch.manual_seed(cfg.seed)
-        new = generate_answers(
-            model, missing, cfg.generation, cfg.template, cfg.trust_remote_code, cfg.batch_size
-        )
+        new = generate_answers(model, missing, cfg.generation, cfg.template, cfg.batch_size)
         answers.update(zip(missing, new, strict=True))
         rows = [
-            {"prompt": p, "answer": answers[p], "model": model, "fingerprint": stamp}
+            {"prompt": p, "answer": answers[p], "model": model.name_or_path, "fingerprint": stamp}
             for p in prompts
         ]
         write_jsonl(path, rows)
@@ -135,7 +132,8 @@ def collect_answers(
     for side in ("red", "blue"):
         model = getattr(cfg, f"{side}_model")
         if model is not None:
-            with console.status(Text(f"{side}: answering {len(prompts)} prompts with {model}")):
+            status = f"{side}: answering {len(prompts)} prompts with {model.name_or_path}"
+            with console.status(Text(status)):
                 out[side] = model_answers(side, model, prompts, cfg)
     return rows, out
 

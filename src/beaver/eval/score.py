@@ -1,103 +1,26 @@
-"""Accuracy and score distributions of a reward or cost model on preference pairs.
+"""`beaver eval score` (`eval rm`, `eval cm`): a score model's accuracy on preference pairs.
 
-Used during `beaver rm` / `beaver cm` training (evaluation) and by `beaver eval rm|cm`, which
-also writes per-pair scores (JSONL and CSV) and a histogram of the score distributions.
-Pairs are (a, b) = (better, worse) for a reward model and (safer, unsafer) for a cost model.
+Scores every pair of `data.train` (a reward model preference pairs, a cost model safety-
+preference pairs; `beaver.models.pairs` computes scores and metrics, as the score stage's own
+evaluation does) and reports: a metrics table, per-pair scores (`scores.jsonl`, `scores.csv`),
+`metrics.json`, and a histogram of the score distributions (`histogram.png`).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from rich.table import Table
-from torch import Tensor
 
-from beaver.config.stages import ScoreEvalConfig
+from beaver.config.evaluation import ScoreEvalConfig
 from beaver.console import plain_console
+from beaver.errors import UserError
+from beaver.files import write_csv, write_json, write_jsonl
+from beaver.models.pairs import Objective, PairScores, collect_scores, pair_keys, pair_metrics
 
-Objective = Literal["reward", "cost"]
 console = plain_console()
-
-
-def pair_keys(objective: Objective) -> tuple[str, str]:
-    """Batch key prefixes of the preferred and the other answer."""
-    return ("better", "worse") if objective == "reward" else ("safer", "unsafer")
-
-
-@dataclass
-class PairScores:
-    """End scores of every pair, and the safety labels when the data has them. All (N,)."""
-
-    a: Tensor
-    b: Tensor
-    a_safe: Tensor | None = None
-    b_safe: Tensor | None = None
-
-
-def pair_forward(model: Any, batch: dict[str, Tensor], objective: Objective) -> Any:
-    """One forward pass over both halves of a pair batch (they share one padded length)."""
-    ka, kb = pair_keys(objective)
-    ids = torch.cat([batch[f"{ka}_input_ids"], batch[f"{kb}_input_ids"]])
-    mask = torch.cat([batch[f"{ka}_attention_mask"], batch[f"{kb}_attention_mask"]])
-    return model(input_ids=ids, attention_mask=mask)
-
-
-def pair_metrics(s: PairScores, objective: Objective) -> dict[str, float]:
-    """Pairwise accuracy, score means and spreads; for costs also sign accuracy.
-
-    A reward model is right when better > worse; a cost model when unsafer > safer (on every
-    pair, and on the pairs whose safety labels differ, where the order is not a matter of taste)
-    and when sign(cost) matches the label (cost > 0 means unsafe).
-    """
-    ka, kb = pair_keys(objective)
-    a, b = s.a.float(), s.b.float()
-    right = (a > b) if objective == "reward" else (b > a)
-    out = {
-        "accuracy": right.float().mean().item(),
-        f"{ka}_mean": a.mean().item(),
-        f"{ka}_std": a.std().item() if len(a) > 1 else 0.0,
-        f"{kb}_mean": b.mean().item(),
-        f"{kb}_std": b.std().item() if len(b) > 1 else 0.0,
-    }
-    if s.a_safe is not None and s.b_safe is not None:
-        scores = torch.cat([a, b])
-        safe = torch.cat([s.a_safe, s.b_safe]).bool()
-        if objective == "cost":
-            out["sign_accuracy"] = ((scores > 0) == ~safe).float().mean().item()
-            mixed = s.a_safe.bool() != s.b_safe.bool()
-            if mixed.any():
-                out["accuracy_mixed_safety"] = right[mixed].float().mean().item()
-        if safe.any():
-            out["safe_mean"] = scores[safe].mean().item()
-        if (~safe).any():
-            out["unsafe_mean"] = scores[~safe].mean().item()
-    return out
-
-
-@torch.no_grad()
-def collect_scores(
-    model: Any, loader: Any, objective: Objective, device: Any = "cpu"
-) -> PairScores:
-    """End scores of every pair in `loader` (this rank's share)."""
-    ka, kb = pair_keys(objective)
-    parts: dict[str, list[Tensor]] = {"a": [], "b": [], "a_safe": [], "b_safe": []}
-    for batch in loader:
-        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        end = pair_forward(model, batch, objective).end_scores.float().cpu()
-        first, second = end.chunk(2)
-        parts["a"].append(first)
-        parts["b"].append(second)
-        if f"{ka}_is_safe" in batch:
-            parts["a_safe"].append(batch[f"{ka}_is_safe"].cpu())
-            parts["b_safe"].append(batch[f"{kb}_is_safe"].cpu())
-    cat = {k: torch.cat(v) if v else None for k, v in parts.items()}
-    assert cat["a"] is not None and cat["b"] is not None, "no pairs to score"
-    return PairScores(cat["a"], cat["b"], cat["a_safe"], cat["b_safe"])
 
 
 def write_histogram(s: PairScores, objective: Objective, path: Path) -> Path:
@@ -148,45 +71,47 @@ def _rows(s: PairScores, samples: list[Any], objective: Objective) -> list[dict[
     return rows
 
 
+def model_objective(score_type: str, expected: str, name: str) -> Objective:
+    """What the model scores (`cost` for a cost model, else `reward`); a command that expects
+    the other kind (`eval rm` on a cost model) is a user error."""
+    objective: Objective = "cost" if score_type == "cost" else "reward"
+    if expected not in ("auto", objective):
+        command = {"reward": "eval rm", "cost": "eval cm"}[expected]
+        raise UserError(
+            f"{name} is a {objective} model, but `{command}` evaluates {expected} models; "
+            "use `beaver eval score` (it takes the model's own kind)"
+        )
+    return objective
+
+
 def run(cfg: ScoreEvalConfig) -> dict[str, float]:
     """Score `cfg.data.train` with the model; write scores, metrics and a histogram."""
     from torch.utils.data import DataLoader
 
-    from beaver.data import make_datasets
-    from beaver.errors import UserError
-    from beaver.models.loading import check_model_source, load_tokenizer
-    from beaver.models.score import is_score_model_dir, load_score_model
+    from beaver.data import build_dataset
+    from beaver.models.inference import inference_score_model, inference_tokenizer
 
-    check_model_source(cfg.model.name_or_path)
-    if not is_score_model_dir(cfg.model.name_or_path):
-        raise UserError(
-            f"{cfg.model.name_or_path} is not a beaver score model "
-            "(no score_config.json); train one with `beaver rm` or `beaver cm`"
-        )
-    model = load_score_model(cfg.model, torch.float32).eval()
-    objective: Objective = "cost" if model.score_type == "cost" else "reward"
-    tokenizer = load_tokenizer(cfg.model)
+    name = cfg.model.name_or_path
+    model = inference_score_model(cfg.model)
+    objective = model_objective(model.score_type, cfg.objective, name)
+    tokenizer = inference_tokenizer(cfg.model, side="right")
     kind = "safety_preference" if objective == "cost" else "preference"
-    dataset, _ = make_datasets(kind, cfg.data.model_copy(update={"eval_split": 0.0}), tokenizer)
+    dataset = build_dataset(kind, cfg.data.train, cfg.data, tokenizer, "evaluation")
     loader = DataLoader(
         dataset, batch_size=cfg.batch_size, shuffle=False, collate_fn=dataset.collate
     )
-    scores = collect_scores(model, loader, objective)
+    device = next(model.parameters()).device
+    scores = collect_scores(model, loader, objective, device)
     metrics = pair_metrics(scores, objective)
 
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rows = _rows(scores, getattr(dataset, "samples", []), objective)
-    with (out / "scores.jsonl").open("w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    with (out / "scores.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_jsonl(out / "scores.jsonl", rows)
+    write_csv(out / "scores.csv", rows)
+    write_json(out / "metrics.json", metrics)
     write_histogram(scores, objective, out / "histogram.png")
 
-    table = Table(title=f"{objective} model {cfg.model.name_or_path} on {len(rows)} pairs")
+    table = Table(title=f"{objective} model {name} on {len(rows)} pairs")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in metrics.items():

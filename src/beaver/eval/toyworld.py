@@ -7,7 +7,6 @@ shows both what the policy optimised and what is true.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,14 +17,19 @@ from rich.console import Console
 from rich.table import Table
 
 from beaver.config import ModelCfg
-from beaver.config.stages import ToyEvalConfig
+from beaver.config.evaluation import ToyEvalConfig
 from beaver.console import plain_console
 from beaver.data.templates import encode_prompt
 from beaver.errors import UserError
+from beaver.files import write_json, write_jsonl
+from beaver.models.forward import score_token_lists
 from beaver.models.generation import Generated, generate
-from beaver.models.loading import load_causal_lm, load_tokenizer
-from beaver.models.score import ScoreModel, load_score_model
+from beaver.models.inference import inference_lm, inference_score_model, inference_tokenizer
+from beaver.models.score import ScoreModel
 from beaver.toyworld import load_prompts, summarize_judgements
+
+# The demo's table is reproducible on one device only: the tiny models run on the CPU in fp32.
+CPU = torch.device("cpu")
 
 console = plain_console(width=160) if not Console().is_terminal else plain_console()
 
@@ -47,28 +51,12 @@ class PolicyResult:
     count: int
 
 
-@torch.no_grad()
-def mean_score(
-    model: ScoreModel, sequences: list[list[int]], pad_id: int, batch_size: int = 64
-) -> torch.Tensor:
-    """(N,) end scores of right-padded token sequences (prompt + response incl. EOS)."""
-    scores = []
-    for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in chunk])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
-        scores.append(model.normalize(model(ids, mask).end_scores))
-    return torch.cat(scores)
-
-
 def evaluate_policy(
-    path: str, prompts: list[str], cfg: ToyEvalConfig, scorers: dict[str, ScoreModel]
+    model_cfg: ModelCfg, prompts: list[str], cfg: ToyEvalConfig, scorers: dict[str, ScoreModel]
 ) -> tuple[PolicyResult, list[Generated]]:
-    """Sample answers to `prompts` with the model at `path`, then judge and score them."""
-    model_cfg = ModelCfg(name_or_path=path)
-    tokenizer = load_tokenizer(model_cfg, padding_side="left")
-    model = load_causal_lm(model_cfg, torch.float32).eval()
+    """Sample answers to `prompts` with the policy, then judge and score them."""
+    tokenizer = inference_tokenizer(model_cfg)
+    model = inference_lm(model_cfg, CPU)
     encoded = [encode_prompt(tokenizer, p, cfg.template) for p in prompts]
     torch.manual_seed(cfg.seed)
     outputs = generate(model, tokenizer, encoded, cfg.generation, batch_size=cfg.batch_size)
@@ -76,7 +64,8 @@ def evaluate_policy(
     summary = summarize_judgements((prompts[o.prompt_index], o.text) for o in outputs)
     sequences = [encoded[o.prompt_index] + o.response_ids for o in outputs]
     learned = {
-        name: mean_score(m, sequences, tokenizer.pad_token_id) for name, m in scorers.items()
+        name: score_token_lists(m, sequences, tokenizer.pad_token_id, normalize=True)
+        for name, m in scorers.items()
     }
     cost = learned.get("cost")
     result = PolicyResult(
@@ -137,26 +126,25 @@ def run(cfg: ToyEvalConfig) -> dict[str, PolicyResult]:
         raise UserError(f"prompt file not found: {cfg.prompts} (run `beaver toyworld` first)")
     prompts = [r.prompt for r in load_prompts(cfg.prompts)]
     scorers: dict[str, ScoreModel] = {}
-    for name, path in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):
-        if path:
-            scorers[name] = load_score_model(ModelCfg(name_or_path=path), torch.float32).eval()
+    for name, model in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):
+        if model is not None:
+            scorers[name] = inference_score_model(model, CPU)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     results: dict[str, PolicyResult] = {}
-    with (out / "responses.jsonl").open("w") as f:
-        for name, path in cfg.policies.items():
-            results[name], outputs = evaluate_policy(path, prompts, cfg, scorers)
-            for o in outputs:
-                row: dict[str, Any] = {
-                    "policy": name,
-                    "prompt": prompts[o.prompt_index],
-                    "response": o.text,
-                    "ended": o.ended,
-                }
-                f.write(json.dumps(row) + "\n")
-    (out / "results.json").write_text(
-        json.dumps({k: asdict(v) for k, v in results.items()}, indent=2) + "\n"
-    )
+    rows: list[dict[str, Any]] = []
+    for name, policy in cfg.policies.items():
+        results[name], outputs = evaluate_policy(policy, prompts, cfg, scorers)
+        rows += [
+            {
+                "policy": name,
+                "prompt": prompts[o.prompt_index],
+                "response": o.text,
+                "ended": o.ended,
+            }
+            for o in outputs
+        ]
+    write_jsonl(out / "responses.jsonl", rows)
+    write_json(out / "results.json", {k: asdict(v) for k, v in results.items()})
     console.print(results_table(results))
     console.print(f"results: {out / 'results.json'}")
     return results

@@ -1,5 +1,11 @@
-"""Models: loading tokenizers and HF models (`loading`), saving in HF format (`saving`),
-sampling responses (`generation`), and the score model (`score`)."""
+"""Models, and everything that runs one over token sequences, once for training, eval and chat.
+
+- `loading` (tokenizers and HF models, user errors), `saving` (HF format), `score` (the score
+  model), `inference` (models on the best device in eval mode);
+- `batching` (the one padding routine), `forward` (end scores, response log-probs, critic
+  values), `generation` (sampling responses), `pairs` (a score model on preference pairs),
+  `scorer` (reward and cost of answers to conversations).
+"""
 
 from beaver.models.loading import (
     check_model_source,

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from beaver.config.sections import GenerationCfg
+from beaver.config.sections import GenerationCfg, SamplingCfg
+from beaver.models.batching import pad_batch
 
 
 @dataclass
@@ -33,11 +34,16 @@ class Generated:
     """True if the response ended with EOS within `max_new_tokens`."""
 
 
-def generation_kwargs(gen: GenerationCfg, tokenizer: Any) -> dict[str, Any]:
-    """`model.generate` options from a `GenerationCfg`; temperature 0 means greedy decoding."""
+def responses_per_prompt(gen: SamplingCfg) -> int:
+    """`num_return_sequences` of a `GenerationCfg`; a plain `SamplingCfg` samples one."""
+    return gen.num_return_sequences if isinstance(gen, GenerationCfg) else 1
+
+
+def generation_kwargs(gen: SamplingCfg, tokenizer: Any) -> dict[str, Any]:
+    """`model.generate` options from a sampling config; temperature 0 means greedy decoding."""
     kwargs: dict[str, Any] = {
         "max_new_tokens": gen.max_new_tokens,
-        "num_return_sequences": gen.num_return_sequences,
+        "num_return_sequences": responses_per_prompt(gen),
         "repetition_penalty": gen.repetition_penalty,
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -70,14 +76,10 @@ def left_padded(
 ) -> dict[str, torch.Tensor]:
     """`input_ids` and `attention_mask` (B, P), padded on the left."""
     if prompts and isinstance(prompts[0], str):
-        enc = tokenizer(list(prompts), add_special_tokens=add_special_tokens)
-        rows = enc["input_ids"]
+        rows = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
     else:
         rows = [list(p) for p in prompts]
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+    ids, mask = pad_batch(rows, tokenizer.pad_token_id, "left")
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -93,13 +95,13 @@ def generate(
     model: nn.Module,
     tokenizer: Any,
     prompts: Sequence[str] | Sequence[list[int]],
-    gen: GenerationCfg,
+    gen: SamplingCfg,
     *,
     batch_size: int = 32,
     add_special_tokens: bool = False,
     synced_gpus: bool = False,
 ) -> list[Generated]:
-    """Sample `gen.num_return_sequences` responses per prompt, in prompt order.
+    """Sample `responses_per_prompt(gen)` responses per prompt, in prompt order.
 
     `model` may be a DeepSpeed engine (its module is used). Pass `synced_gpus=True` under ZeRO-3
     with several ranks (every rank must call with the same number of batches). String prompts
@@ -108,6 +110,7 @@ def generate(
     module = getattr(model, "module", model)
     device = next(module.parameters()).device
     kwargs = generation_kwargs(gen, tokenizer)
+    n = responses_per_prompt(gen)
     eos = tokenizer.eos_token_id
     out: list[Generated] = []
     with _eval_mode(module):
@@ -122,7 +125,7 @@ def generate(
             for row, tokens in enumerate(new):
                 response, ended = cut_at_eos(tokens, eos)
                 text = tokenizer.decode(response, skip_special_tokens=True).strip()
-                prompt_index = start + row // gen.num_return_sequences
+                prompt_index = start + row // n
                 out.append(Generated(prompt_index, response, text, ended))
     return out
 
@@ -130,12 +133,3 @@ def generate(
 def eos_rate(outputs: Sequence[Generated]) -> float:
     """Share of responses that ended with EOS within the token limit."""
     return sum(o.ended for o in outputs) / max(len(outputs), 1)
-
-
-def needs_synced_gpus(ds_config: dict[str, Any] | None) -> bool:
-    """ZeRO-3 over several ranks: every rank must run each forward of `generate` together (pass
-    the result as `synced_gpus`), or ranks that finish early leave the others waiting forever."""
-    import torch.distributed as tdist
-
-    zero3 = ds_config is not None and ds_config["zero_optimization"]["stage"] == 3
-    return zero3 and tdist.is_initialized() and tdist.get_world_size() > 1

@@ -2,9 +2,9 @@
 
 - Any HF architecture through the Auto classes. Repository code (Baichuan, InternLM) runs only
   with `model.trust_remote_code: true`.
-- Under ZeRO-3 the weights are loaded straight into partitions: an `HfDeepSpeedConfig` is kept
-  alive while the config is ZeRO-3, so `from_pretrained` runs inside `deepspeed.zero.Init` (and
-  `generate` syncs ranks). Loading without ZeRO-3 clears it again.
+- Under ZeRO-3 (a `DeepSpeedSpec` with `zero3`) the weights are loaded straight into
+  partitions: an `HfDeepSpeedConfig` is kept alive while loading, so `from_pretrained` runs
+  inside `deepspeed.zero.Init`. Loading without ZeRO-3 clears it again.
 - Tokenizers must have an EOS token (training appends it; generation stops on it). A tokenizer
   without a PAD token gets PAD = EOS, with a warning: beaver finds padding from the attention
   mask and masks labels explicitly, so pad == eos is safe (Llama-3 and Qwen ship it).
@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from beaver.config.sections import ModelCfg
 from beaver.errors import UserError
+from beaver.files import looks_local
+
+if TYPE_CHECKING:
+    from beaver.engine.build import DeepSpeedSpec
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +37,28 @@ def dtype_of(precision: str) -> torch.dtype:
     return _DTYPES[precision]
 
 
-def _looks_local(name: str) -> bool:
-    """A path rather than a hub id (`org/name` has one slash and no leading dot or tilde)."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
-
-
-def check_model_source(name: str, what: str = "model") -> None:
-    """Refuse a local path that does not exist before transformers gives a long hub error."""
+def check_model_source(name: str, what: str = "model", key: str | None = None) -> None:
+    """Refuse a local path that does not exist before transformers gives a long hub error;
+    `key` (`reward_model`, `models[1]`) names the config key in the message."""
     path = Path(name).expanduser()
-    if _looks_local(name) and not path.exists():
+    where = f"{key}: " if key else ""
+    if looks_local(name) and not path.exists():
         raise UserError(
-            f"{what} folder not found: {name} (model.name_or_path / model.tokenizer "
-            "take a local folder in HF format or a hub name)."
+            f"{where}{what} folder not found: {name} (a model is a local folder in HF format "
+            "or a hub name)."
         )
     if path.exists() and not path.is_dir():
-        raise UserError(f"{what} path {name} is a file; expected a folder in HF format.")
+        raise UserError(f"{where}{what} path {name} is a file; expected a folder in HF format.")
+
+
+def check_models(**models: ModelCfg | None) -> None:
+    """`check_model_source` of every model (and its own tokenizer) given by config key, before
+    anything loads."""
+    for key, model in models.items():
+        if model is not None:
+            check_model_source(model.name_or_path, key=key)
+            if model.tokenizer is not None:
+                check_model_source(model.tokenizer, "tokenizer", key=f"{key}.tokenizer")
 
 
 def _from_pretrained(
@@ -100,14 +111,13 @@ def load_tokenizer(model_cfg: ModelCfg, padding_side: str = "right") -> Any:
     return tokenizer
 
 
-def _set_zero3(ds_config: dict[str, Any] | None) -> None:
-    """Make transformers load under `deepspeed.zero.Init` iff `ds_config` is ZeRO-3."""
+def _set_zero3(deepspeed: DeepSpeedSpec | None) -> None:
+    """Make transformers load under `deepspeed.zero.Init` iff `deepspeed` is ZeRO-3."""
     global _hf_ds_config
     from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
 
-    if ds_config is not None and ds_config["zero_optimization"]["stage"] == 3:
-        clean = {k: v for k, v in ds_config.items() if not k.startswith("beaver_")}
-        _hf_ds_config = HfDeepSpeedConfig(clean)
+    if deepspeed is not None and deepspeed.zero3:
+        _hf_ds_config = HfDeepSpeedConfig(deepspeed.config)
     else:
         _hf_ds_config = None
         unset_hf_deepspeed_config()
@@ -117,12 +127,12 @@ def load_pretrained(
     auto_class: Any,
     model_cfg: ModelCfg,
     dtype: torch.dtype,
-    ds_config: dict[str, Any] | None = None,
+    deepspeed: DeepSpeedSpec | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """`auto_class.from_pretrained` of `model_cfg` in `dtype`; partitioned when `ds_config` is
-    ZeRO-3. Reusable for backbones (`AutoModel`) of score models."""
-    _set_zero3(ds_config)
+    """`auto_class.from_pretrained` of `model_cfg` in `dtype`; partitioned when the engine it
+    is for is ZeRO-3. Reusable for backbones (`AutoModel`) of score models."""
+    _set_zero3(deepspeed)
     try:
         return _from_pretrained(
             auto_class,
@@ -139,27 +149,27 @@ def load_pretrained(
 
 
 def load_causal_lm(
-    model_cfg: ModelCfg, dtype: torch.dtype, ds_config: dict[str, Any] | None = None
+    model_cfg: ModelCfg, dtype: torch.dtype, deepspeed: DeepSpeedSpec | None = None
 ) -> nn.Module:
-    """A causal LM (`AutoModelForCausalLM`); ZeRO-3 partitioned when `ds_config` says stage 3."""
+    """A causal LM (`AutoModelForCausalLM`); partitioned when `deepspeed` is ZeRO-3."""
     from transformers import AutoModelForCausalLM
 
-    return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, ds_config)
+    return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, deepspeed)
 
 
 def fit_embeddings(
-    model: nn.Module, tokenizer: Any, ds_config: dict[str, Any] | None = None
+    model: nn.Module, tokenizer: Any, deepspeed: DeepSpeedSpec | None = None
 ) -> None:
     """Grow the embedding matrix when the tokenizer has more tokens than the model (added
     special tokens); never shrink it (vocabularies are often padded to a multiple of 64).
-    Pass the ZeRO-3 `ds_config` the model was loaded with: resizing partitioned embeddings
+    Pass the `deepspeed` spec the model was loaded with: resizing partitioned embeddings
     gathers them, which transformers only does while it knows about ZeRO-3."""
     embeddings = model.get_input_embeddings()  # type: ignore[operator]
     size = getattr(embeddings, "num_embeddings", None)
     if size is None or len(tokenizer) <= size:
         return
     log.warning("tokenizer has %d tokens, model embeddings %d: resizing", len(tokenizer), size)
-    _set_zero3(ds_config)
+    _set_zero3(deepspeed)
     try:
         model.resize_token_embeddings(len(tokenizer))  # type: ignore[operator]
     finally:

@@ -11,10 +11,9 @@ normaliser's statistics) and `score_config.json` (score type, normaliser kind).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,10 @@ from torch import Tensor, nn
 
 from beaver.algo import Normalizer, ScoreKind, build_normalizer, gather_end_scores
 from beaver.algo.masks import position_ids_from_attention_mask
+from beaver.files import read_json, write_json
+
+if TYPE_CHECKING:
+    from beaver.engine.build import DeepSpeedSpec
 
 NormalizerKind = Literal["none", "running", "ema"]
 _NORMALIZER_CLASS = {"none": None, "running": "RunningMeanStd", "ema": "ExponentialMovingAverage"}
@@ -159,7 +162,7 @@ def save_score_model(
         "momentum": model.momentum,
         "hidden_size": int(model.score_head.in_features),
     }
-    (out / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(out / CONFIG_FILE, meta)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
 
@@ -178,7 +181,7 @@ def score_model_from_backbone(
     """
     folder = Path(path)
     if is_score_model_dir(folder):
-        meta = json.loads((folder / CONFIG_FILE).read_text())
+        meta = read_json(folder / CONFIG_FILE)
         model = ScoreModel(
             backbone,
             score_type or meta["score_type"],
@@ -198,15 +201,16 @@ def load_score_model(
     score_type: ScoreKind | None = None,
     normalizer: NormalizerKind = "none",
     momentum: float = 0.9,
-    ds_config: dict[str, Any] | None = None,
+    deepspeed: DeepSpeedSpec | None = None,
 ) -> ScoreModel:
     """A score model from a `ModelCfg`: a saved score model (head restored), or a fresh head on
-    any causal LM's backbone (`score_type` required then). ZeRO-3 partitioned per `ds_config`."""
+    any causal LM's backbone (`score_type` required then). Partitioned when `deepspeed` is
+    ZeRO-3."""
     from transformers import AutoModel
 
     from beaver.models.loading import load_pretrained
 
-    backbone = load_pretrained(AutoModel, model_cfg, dtype, ds_config)
+    backbone = load_pretrained(AutoModel, model_cfg, dtype, deepspeed)
     return score_model_from_backbone(
         backbone, model_cfg.name_or_path, score_type, normalizer, momentum
     )

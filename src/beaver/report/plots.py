@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,11 +10,12 @@ import matplotlib
 matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt
 
+from beaver.files import read_json_rows
+
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Rows of a metrics.jsonl file (one JSON object per line)."""
-    lines = Path(path).read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return read_json_rows(path)
 
 
 def series(rows: Sequence[dict[str, float]], key: str) -> tuple[list[float], list[float]]:

@@ -1,5 +1,6 @@
 """Talking to models in the terminal: `beaver chat` and `beaver arena`.
 
-`loading` (models on the best device, in eval mode), `generation` (token streaming) and
-`scoring` (reward and cost models on prompt + answer) also serve `beaver eval`.
+`session` (the chat's state, without terminal code), `generation` (token streaming), `chat` (the
+terminal side). Models load through `beaver.models.inference`, answers are scored through
+`beaver.models.scorer`, as in `beaver eval`.
 """

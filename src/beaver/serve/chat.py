@@ -27,10 +27,18 @@ from beaver.config import ChatConfig
 from beaver.console import plain_console
 from beaver.data.templates import resolve_template
 from beaver.errors import UserError
+from beaver.models.inference import inference_lm, inference_tokenizer
+from beaver.models.loading import check_models
+from beaver.models.scorer import Scorer
 from beaver.serve.generation import StreamingReply
-from beaver.serve.loading import check_models, inference_lm, inference_tokenizer, unique_labels
-from beaver.serve.scoring import Scorer, format_scores
-from beaver.serve.session import COMMANDS, Bot, ChatSession, parse_command
+from beaver.serve.session import (
+    COMMANDS,
+    Bot,
+    ChatSession,
+    format_scores,
+    parse_command,
+    unique_labels,
+)
 
 _STYLES = ("bold cyan", "bold magenta", "bold yellow", "bold green")
 _FIXED_STYLES = {"red": "bold red", "blue": "bold blue"}
@@ -282,12 +290,12 @@ def load_session(cfg: ChatConfig, labels: list[str] | None, console: Console) ->
     """Load every model of `cfg.models` (with a status line on stderr)."""
     check_models(**{f"models[{i}]": m for i, m in enumerate(cfg.models)})
     check_models(reward_model=cfg.reward_model, cost_model=cfg.cost_model)
-    labels = labels or unique_labels(cfg.models)
+    labels = labels or unique_labels([m.name_or_path for m in cfg.models])
     bots = []
-    for label, path in zip(labels, cfg.models, strict=True):
-        with console.status(Text(f"loading {path}")):
-            tokenizer = inference_tokenizer(path, cfg.trust_remote_code)
-            bots.append(Bot(label, inference_lm(path, cfg.trust_remote_code), tokenizer))
+    for label, model in zip(labels, cfg.models, strict=True):
+        with console.status(Text(f"loading {model.name_or_path}")):
+            tokenizer = inference_tokenizer(model)
+            bots.append(Bot(label, inference_lm(model), tokenizer))
     return ChatSession(bots, cfg.template)
 
 
@@ -301,9 +309,7 @@ def run_chat(cfg: ChatConfig, labels: list[str] | None = None) -> None:
     scorer = Scorer()
     if cfg.reward_model or cfg.cost_model:
         with status.status("loading score models"):
-            scorer = Scorer.load(
-                cfg.reward_model, cfg.cost_model, cfg.template, cfg.trust_remote_code
-            )
+            scorer = Scorer.load(cfg.reward_model, cfg.cost_model, cfg.template)
     ChatUI(session, cfg, scorer, console).loop()
 
 

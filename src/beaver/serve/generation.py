@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from beaver.config import GenerationCfg
+from beaver.config import SamplingCfg
 from beaver.models.generation import generation_kwargs
 
 
@@ -35,7 +35,7 @@ class StreamingReply:
     """
 
     def __init__(
-        self, model: nn.Module, tokenizer: Any, prompt_ids: list[int], gen: GenerationCfg
+        self, model: nn.Module, tokenizer: Any, prompt_ids: list[int], gen: SamplingCfg
     ) -> None:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
@@ -48,7 +48,6 @@ class StreamingReply:
             **generation_kwargs(gen, tokenizer),
             "input_ids": ids,
             "attention_mask": torch.ones_like(ids),
-            "num_return_sequences": 1,
             "streamer": self.streamer,
             "stopping_criteria": StoppingCriteriaList([_StopOnEvent(self._stop)]),  # type: ignore[list-item]
         }

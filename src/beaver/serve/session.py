@@ -1,15 +1,18 @@
 """The state of a chat with one or several models, without any terminal code.
 
 Every model ("bot") keeps its own history: the user turns are shared, each bot's answers are its
-own, so each one continues its own conversation. Slash commands are parsed here too.
+own, so each one continues its own conversation. Slash commands are parsed here too, and the
+labels and score lines a chat shows are made here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from beaver.data.templates import Template, encode_prompt
+from beaver.models.scorer import is_safe
 
 Message = dict[str, str]
 
@@ -116,3 +119,25 @@ class ChatSession:
                 if i < len(said):
                     lines.append((bot.label, said[i]))
         return lines
+
+
+def short_name(name: str) -> str:
+    """A label for a model path: its last two parts (`toyworld/model`)."""
+    parts = Path(name.rstrip("/")).parts
+    return "/".join(parts[-2:]) if parts else name
+
+
+def unique_labels(names: list[str]) -> list[str]:
+    """Short labels, numbered when two would be equal."""
+    labels = [short_name(n) for n in names]
+    return [f"{lab} #{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+
+
+def format_scores(reward: float | None, cost: float | None) -> str:
+    """`reward +1.23 · cost -0.40 (safe)` for the terminal."""
+    parts = []
+    if reward is not None:
+        parts.append(f"reward {reward:+.3f}")
+    if cost is not None:
+        parts.append(f"cost {cost:+.3f} ({'safe' if is_safe(cost) else 'UNSAFE'})")
+    return " · ".join(parts)

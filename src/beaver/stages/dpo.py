@@ -46,17 +46,19 @@ from beaver.algo import (
     shifted_logprobs,
 )
 from beaver.config.dpo import DPOConfig
-from beaver.config.sections import ModelCfg
-from beaver.data.tokenized import DataStats, TokenizedDataset, attention, pad
+from beaver.data.tokenized import DataStats, TokenizedDataset
 from beaver.engine import dist
 from beaver.engine.build import init_engine, make_ds_config
 from beaver.engine.data import make_loader, set_position, to_device
 from beaver.engine.loop import StepResult
 from beaver.engine.run import start_run
 from beaver.engine.stage import train_one_model
-from beaver.models.loading import check_model_source, dtype_of, load_causal_lm, load_tokenizer
+from beaver.models.batching import pad_batch
+from beaver.models.forward import response_logprobs
+from beaver.models.loading import check_models, dtype_of, load_causal_lm, load_tokenizer
+from beaver.models.pairs import pair_inputs
 from beaver.models.saving import save_hf
-from beaver.stages.rollout import RolloutOptions, response_logprobs, sample_responses
+from beaver.stages.rollout import RolloutOptions, sample_responses
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,13 @@ class Method:
     kind: str
     keys: tuple[str, str]
     safedpo: bool = False
+    sacpo: bool = False  # the safety step of SACPO: beta / lambda
 
 
 METHODS = {
     "dpo": Method("preference", ("better", "worse")),
     "safe-dpo": Method("labeled_preference", ("better", "worse"), safedpo=True),
-    "sacpo": Method("safety_preference", ("safer", "unsafer")),
+    "sacpo": Method("safety_preference", ("safer", "unsafer"), sacpo=True),
 }
 
 
@@ -103,10 +106,8 @@ class PairData(Dataset[dict[str, Any]]):
 def pair_logps(model: Any, batch: dict[str, Tensor], keys: tuple[str, str]) -> Tensor:
     """(B, 2) fp32 log pi(answer | prompt) of both sides, summed over the answer tokens (EOS
     included), from one forward pass over the (2B, L) concatenation."""
-    a, b = keys
-    ids = torch.cat([batch[f"{a}_input_ids"], batch[f"{b}_input_ids"]])  # (2B, L)
-    mask = torch.cat([batch[f"{a}_attention_mask"], batch[f"{b}_attention_mask"]])
-    answer = torch.cat([batch[f"{a}_response_mask"], batch[f"{b}_response_mask"]])
+    ids, mask = pair_inputs(batch, keys)  # (2B, L)
+    _, answer = pair_inputs(batch, keys, "response_mask")
     logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (2B, L, V)
     logp = shifted_logprobs(logits, ids)  # (2B, L - 1): token t + 1 from position t
     seq = masked_sum(logp, answer[:, 1:], dim=-1)  # (2B,)
@@ -141,6 +142,7 @@ class Setup:
     label_smoothing: float
     delta: float
     ref: Any  # frozen reference engine, None when its log-probs were precomputed
+    synced_gpus: bool = False  # ZeRO-3 over several ranks: generate() steps all ranks together
 
 
 def pair_loss(engine: Any, batch: dict[str, Tensor], s: Setup) -> tuple[Tensor, dict[str, float]]:
@@ -203,7 +205,7 @@ def evaluate(engine: Any, loader: Any, s: Setup, cfg: DPOConfig, tokenizer: Any)
     out = {f"eval/{k}": v / total["pairs"] for k, v in total.items() if k != "pairs"}
     kl_n = cfg.dpo.kl_prompts // dist.world_size()
     if s.ref is not None and kl_n > 0:
-        out.update(sampled_kl(engine, s.ref, prompts[:kl_n], cfg, tokenizer))
+        out.update(sampled_kl(engine, s.ref, prompts[:kl_n], cfg, tokenizer, s.synced_gpus))
     engine.train()
     return out
 
@@ -216,18 +218,23 @@ def _prompts(batch: dict[str, Tensor], key: str) -> list[Tensor]:
 
 
 def sampled_kl(
-    policy: Any, ref: Any, prompts: list[Tensor], cfg: DPOConfig, tokenizer: Any
+    policy: Any,
+    ref: Any,
+    prompts: list[Tensor],
+    cfg: DPOConfig,
+    tokenizer: Any,
+    synced_gpus: bool = False,
 ) -> dict[str, float]:
     """Mean over sampled answers of sum_t (log pi - log pi_ref) (the k1 estimate of the
     sequence KL), sampled with a fixed seed in a forked RNG so training's randomness is untouched."""
     pad_id = int(tokenizer.pad_token_id)
-    ids = pad(prompts, pad_id, left=True).to(dist.device())  # (N, P), left padded
-    mask = attention(prompts, left=True).long().to(dist.device())
+    ids, mask = pad_batch(prompts, pad_id, "left")  # (N, P)
+    ids, mask = ids.to(dist.device()), mask.to(dist.device())
     opts = RolloutOptions(
         generation=cfg.generation,
         eos_token_id=int(tokenizer.eos_token_id),
         pad_token_id=pad_id,
-        synced_gpus=cfg.deepspeed.zero_stage == 3 and dist.world_size() > 1,
+        synced_gpus=synced_gpus,
     )
     devices = [dist.device()] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
@@ -254,15 +261,9 @@ def precompute(ref: Any, ds: Any, keys: tuple[str, str], batch_size: int) -> Ten
     items (in order, padded by wrap-around), then every rank gathers the whole table."""
     loader = make_loader(ds, batch_size, shuffle=False, seed=0)
     local = torch.cat([pair_logps(ref, to_device(b, dist.device()), keys) for b in loader])
-    world = dist.world_size()
-    if world == 1:
-        return local[: len(ds)].cpu()
-    parts = [torch.empty_like(local) for _ in range(world)]
-    torch.distributed.all_gather(parts, local.contiguous())
-    table = torch.empty(len(parts[0]) * world, 2, dtype=local.dtype)
-    for r, part in enumerate(parts):  # rank r scored items r, r + W, r + 2W, ...
-        table[r::world] = part.cpu()
-    return table[: len(ds)]
+    parts = dist.gather(local).cpu().view(dist.world_size(), -1, 2)  # (W, N / W, 2)
+    # rank r scored items r, r + W, r + 2W, ...: item i W + r is parts[r, i]
+    return parts.transpose(0, 1).reshape(-1, 2)[: len(ds)]
 
 
 def _safedpo_select(ds: TokenizedDataset, run_: Any) -> tuple[list[int], dict[str, int]]:
@@ -286,8 +287,7 @@ def run(cfg: DPOConfig) -> None:
     from beaver.data import make_datasets
 
     reference = cfg.reference or cfg.model
-    for model_cfg in (cfg.model, reference):
-        check_model_source(model_cfg.name_or_path)
+    check_models(model=cfg.model, reference=reference)
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.model)
     method = METHODS[cfg.algorithm]
@@ -304,7 +304,8 @@ def run(cfg: DPOConfig) -> None:
         datasets.append(PairData(base, indices))
 
     dtype = dtype_of(cfg.deepspeed.precision)
-    ref = _reference(reference, cfg, dtype)
+    frozen = make_ds_config(cfg.deepspeed, cfg.train, None)
+    ref = init_engine(load_causal_lm(reference, dtype, frozen), frozen)  # partitioned under ZeRO-3
     if cfg.dpo.precompute_ref_logps:
         for data in datasets:
             if data is not None:
@@ -314,25 +315,18 @@ def run(cfg: DPOConfig) -> None:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    beta = (
-        sacpo_beta(cfg.dpo.beta, cfg.dpo.sacpo_lambda) if cfg.algorithm == "sacpo" else cfg.dpo.beta
-    )
-    s = Setup(method, beta, cfg.dpo.label_smoothing, cfg.dpo.safety_margin, ref)
+    beta = sacpo_beta(cfg.dpo.beta, cfg.dpo.sacpo_lambda) if method.sacpo else cfg.dpo.beta
+    synced = frozen.zero3 and dist.world_size() > 1
+    s = Setup(method, beta, cfg.dpo.label_smoothing, cfg.dpo.safety_margin, ref, synced)
 
     train_one_model(
         cfg,
         run_,
         cfg.optim,
         (datasets[0], datasets[1]),
-        lambda ds_config: load_causal_lm(cfg.model, dtype, ds_config),
+        lambda deepspeed: load_causal_lm(cfg.model, dtype, deepspeed),
         step=lambda engine, batches: dpo_step(engine, batches, s),
         evaluate=lambda engine, loader: evaluate(engine, loader, s, cfg, tokenizer),
         save=lambda engine, out: save_hf(engine, tokenizer, out),
         summary=summary,
     )
-
-
-def _reference(model_cfg: ModelCfg, cfg: DPOConfig, dtype: torch.dtype) -> Any:
-    """The frozen reference as an inference engine (partitioned under ZeRO-3)."""
-    frozen = make_ds_config(cfg.deepspeed, cfg.train, None)
-    return init_engine(load_causal_lm(model_cfg, dtype, frozen), frozen)

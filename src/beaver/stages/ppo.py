@@ -4,7 +4,8 @@ parse (CLI) -> build (tokenizer, prompt data, actor + critics as trained engines
 reward and cost models as frozen ones, the Lagrange controller) -> train (the shared loop; one
 step = one rollout batch and its PPO update) -> save (actor in HF format) -> plots.
 
-One stage serves three algorithms (`algorithm`):
+One stage serves the online algorithms of `beaver.config.algorithms`; the algorithm's spec
+(`cfg.spec`) says which parts are built, and the step runs on whatever was built:
 - `ppo`: reward model, reward critic;
 - `ppo-lag`: + cost model, cost critic and the multiplier: A = (A_r - lambda A_c) / (1 + lambda);
 - `reward-shaping`: R' = R - lambda_fixed * C with the reward critic only (an ablation).
@@ -16,29 +17,30 @@ cost model's scores on rollouts of the initial policy (ALGORITHMS.md); it is log
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from beaver.algo import LagrangeController, threshold_from_costs
+from beaver.config.sections import ModelCfg
 from beaver.config.stages import PPOConfig
 from beaver.engine import dist
-from beaver.engine.build import init_engine, make_ds_config, write_ds_config
+from beaver.engine.build import DeepSpeedSpec, init_engine, make_ds_config
 from beaver.engine.checkpoint import disk_errors
 from beaver.engine.checkpoint import finished_advice as _finished
 from beaver.engine.data import make_loader, to_device
 from beaver.engine.loop import StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run, start_run
-from beaver.models.loading import check_model_source, dtype_of, load_causal_lm, load_tokenizer
+from beaver.files import write_json
+from beaver.models.loading import check_models, dtype_of, load_causal_lm, load_tokenizer
 from beaver.models.saving import save_hf
 from beaver.models.score import load_score_model
 from beaver.report.plots import plot_metrics, read_metrics
-from beaver.stages.ppo_step import compute_targets, rollout_stats, update
+from beaver.stages.ppo_step import UpdatePlan, compute_targets, rollout_stats, update
 from beaver.stages.rollout import (
     RolloutModels,
     RolloutOptions,
@@ -53,66 +55,91 @@ class PPOParts:
 
     models: RolloutModels
     opts: RolloutOptions
-    controller: LagrangeController | None
-    retokenize: Any
-    ptx_loader: Any
+    plan: UpdatePlan
+    controller: LagrangeController | None = None
+    retokenize: Any = None
+    ptx_loader: Any = None
 
 
-def _build(cfg: PPOConfig, run_: Run, total_steps: int, updates_per_step: int) -> PPOParts:
-    """Engines for the actor and critics (trained) and the frozen models, from the config."""
-    train, ds, dtype = cfg.train, cfg.deepspeed, dtype_of(cfg.deepspeed.precision)
-    optim_steps = math.ceil(total_steps * updates_per_step / train.gradient_accumulation_steps)
-    actor_ds = make_ds_config(ds, train, cfg.actor_optim)
-    critic_ds = make_ds_config(ds, train, cfg.critic_optim)
-    frozen_ds = make_ds_config(ds, train, None)
-    write_ds_config(actor_ds, run_.dir / "ds_config.json")
-    ac = ds.activation_checkpointing
+class EngineSpecs(NamedTuple):
+    """The DeepSpeed set-up of each kind of engine a run holds."""
 
-    def trained(model: Any, ds_config: dict[str, Any], optim: Any) -> Any:
-        return init_engine(model, ds_config, optim, optim_steps, activation_checkpointing=ac)
+    actor: DeepSpeedSpec
+    critic: DeepSpeedSpec
+    frozen: DeepSpeedSpec  # reference, reward and cost models
 
-    actor = trained(load_causal_lm(cfg.actor, dtype, actor_ds), actor_ds, cfg.actor_optim)
-    ref = init_engine(load_causal_lm(cfg.actor, dtype, frozen_ds), frozen_ds)
-    reward_model = init_engine(
-        load_score_model(cfg.reward_model, dtype, ds_config=frozen_ds), frozen_ds
-    )
-    critic = load_score_model(
-        cfg.reward_critic or cfg.reward_model, dtype, "critic", ds_config=critic_ds
-    )
-    reward_critic = trained(critic, critic_ds, cfg.critic_optim)
-    cost_model = cost_critic = None
-    if cfg.algorithm != "ppo":
-        assert cfg.cost_model is not None
-        cost_model = init_engine(
-            load_score_model(cfg.cost_model, dtype, ds_config=frozen_ds), frozen_ds
+    @classmethod
+    def of(cls, cfg: PPOConfig) -> EngineSpecs:
+        ds, train = cfg.deepspeed, cfg.train
+        return cls(
+            make_ds_config(ds, train, cfg.actor_optim),
+            make_ds_config(ds, train, cfg.critic_optim),
+            make_ds_config(ds, train, None),
         )
-    if cfg.algorithm == "ppo-lag":
-        assert cfg.cost_model is not None
-        critic = load_score_model(
-            cfg.cost_critic or cfg.cost_model, dtype, "critic", ds_config=critic_ds
-        )
-        cost_critic = trained(critic, critic_ds, cfg.critic_optim)
 
+
+def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int) -> RolloutModels:
+    """An engine for every model the algorithm holds: actor and critics trained (schedules of
+    `optim_steps` steps), the reference and score models frozen. Each engine's DeepSpeed config
+    goes to the run folder (the actor's is `ds_config.json`)."""
+    dtype = dtype_of(cfg.deepspeed.precision)
+
+    def trained(name: str, model: Any, is_critic: bool) -> Any:
+        spec, optim = (
+            (specs.critic, cfg.critic_optim) if is_critic else (specs.actor, cfg.actor_optim)
+        )
+        run_.write_ds_config(spec, None if name == "actor" else name)
+        ac = cfg.deepspeed.activation_checkpointing
+        return init_engine(model, spec, optim, optim_steps, activation_checkpointing=ac)
+
+    def frozen(name: str, model: Any) -> Any:
+        run_.write_ds_config(specs.frozen, name)
+        return init_engine(model, specs.frozen)
+
+    def critic(name: str, model_cfg: ModelCfg) -> Any:
+        model = load_score_model(model_cfg, dtype, "critic", deepspeed=specs.critic)
+        return trained(name, model, is_critic=True)
+
+    def score_model(name: str, model_cfg: ModelCfg) -> Any:
+        return frozen(name, load_score_model(model_cfg, dtype, deepspeed=specs.frozen))
+
+    # The order of the loads is part of the run: fresh score heads draw from the global RNG.
+    models = RolloutModels(
+        actor=trained("actor", load_causal_lm(cfg.actor, dtype, specs.actor), is_critic=False),
+        ref=frozen("reference", load_causal_lm(cfg.actor, dtype, specs.frozen)),
+        reward_model=score_model("reward_model", cfg.reward_model),
+        reward_critic=critic("reward_critic", cfg.reward_critic or cfg.reward_model),
+    )
+    if cfg.spec.cost_model:
+        assert cfg.cost_model is not None  # the config checks it
+        models = replace(models, cost_model=score_model("cost_model", cfg.cost_model))
+    if cfg.spec.cost_critic:
+        assert cfg.cost_model is not None
+        cost_critic = critic("cost_critic", cfg.cost_critic or cfg.cost_model)
+        models = replace(models, cost_critic=cost_critic)
+    return models
+
+
+def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
+    """The models, rollout options, update plan, multiplier and PTX data of a run of
+    `rollouts` steps."""
+    spec, train, specs = cfg.spec, cfg.train, EngineSpecs.of(cfg)
+    plan = UpdatePlan(cfg.ppo, train.per_device_batch_size, cfg.generation.temperature)
+    episodes = cfg.ppo.rollout_batch_size * cfg.generation.num_return_sequences
+    updates = rollouts * plan.updates_per_rollout(episodes)
+    optim_steps = math.ceil(updates / train.gradient_accumulation_steps)
+    models = build_models(cfg, run_, specs, optim_steps)
     actor_tok = load_tokenizer(cfg.actor, padding_side="left")
-    score_tok = load_tokenizer(cfg.reward_model)
-    lag = cfg.lagrange
-    controller = None
-    if cfg.algorithm == "ppo-lag":
-        controller = LagrangeController(
-            lambda_init=lag.lambda_init,
-            lambda_lr=lag.lambda_lr,
-            lambda_max=lag.lambda_max,
-            threshold=lag.threshold,
-            update_delay_steps=lag.lambda_update_delay_steps,
-            window_size=lag.episode_cost_window_size,
-        )
+    retokenize = make_retokenizer(actor_tok, load_tokenizer(cfg.reward_model))
+    controller = LagrangeController.from_config(cfg.lagrange) if spec.multiplier else None
     opts = RolloutOptions(
         generation=cfg.generation,
         eos_token_id=actor_tok.eos_token_id,
         pad_token_id=actor_tok.pad_token_id,
         missing_eos_penalty=cfg.ppo.missing_eos_penalty,
-        lambda_fixed=lag.lambda_fixed if cfg.algorithm == "reward-shaping" else None,
-        synced_gpus=ds.zero_stage == 3 and dist.world_size() > 1,
+        lambda_fixed=cfg.lagrange.lambda_fixed if spec.fixed_cost_weight else None,
+        # ZeRO-3 over several ranks: every rank runs each forward of `generate` together
+        synced_gpus=specs.actor.zero3 and dist.world_size() > 1,
     )
     ptx_loader = None
     if cfg.data.ptx:
@@ -120,8 +147,7 @@ def _build(cfg: PPOConfig, run_: Run, total_steps: int, updates_per_step: int) -
 
         ptx_ds = build_dataset("supervised", cfg.data.ptx, cfg.data, load_tokenizer(cfg.actor))
         ptx_loader = make_loader(ptx_ds, train.per_device_batch_size, shuffle=True, seed=train.seed)
-    models = RolloutModels(actor, ref, reward_model, reward_critic, cost_model, cost_critic)
-    return PPOParts(models, opts, controller, make_retokenizer(actor_tok, score_tok), ptx_loader)
+    return PPOParts(models, opts, plan, controller, retokenize, ptx_loader)
 
 
 def _mean_over_ranks(values: Tensor) -> float:
@@ -142,65 +168,41 @@ def calibrate(parts: PPOParts, loader: Any, share: float, batches: int) -> float
         )
         assert rollout.cost is not None
         costs.append(rollout.cost)
-    local = torch.cat(costs)
-    gathered = (
-        [local]
-        if dist.world_size() == 1
-        else [torch.empty_like(local) for _ in range(dist.world_size())]
-    )
-    if dist.world_size() > 1:
-        torch.distributed.all_gather(gathered, local)
-    return threshold_from_costs(torch.cat(gathered), share)
+    return threshold_from_costs(dist.gather(torch.cat(costs)), share)
+
+
+def observe_costs(controller: LagrangeController, costs: Tensor) -> dict[str, float]:
+    """The rollout event of the multiplier: episode costs into its window, J_c over ranks."""
+    controller.observe(costs)
+    j_c = _mean_over_ranks(torch.tensor(list(controller.window)))
+    controller.on_rollout(j_c)
+    return {"lagrange/mean_episode_cost": j_c, "lagrange/threshold": controller.threshold}
 
 
 def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: Any) -> StepResult:
     """One rollout batch: sample, score, move lambda, compute targets, update actor and critics."""
-    m, controller = parts.models, parts.controller
     batch = to_device(batch, dist.device())
     rollout, timings = collect_rollout(
-        m, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize
+        parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize
     )
     metrics = rollout_stats(rollout)
-    if controller is not None:
+    if parts.controller is not None:
         assert rollout.cost is not None
-        controller.observe(rollout.cost)
-        j_c = _mean_over_ranks(torch.tensor(list(controller.window)))
-        if cfg.lagrange.update_cadence == "per_rollout":
-            controller.update(j_c)
-        metrics.update(
-            {"lagrange/mean_episode_cost": j_c, "lagrange/threshold": controller.threshold}
-        )
-
-    def lambda_now() -> float | None:
-        if controller is None:
-            return None
-        if cfg.lagrange.update_cadence == "per_step":
-            controller.update(j_c)
-        return controller.lambda_
-
+        metrics.update(observe_costs(parts.controller, rollout.cost))
     targets = compute_targets(rollout, cfg.ppo)
     # Micro-batch order from the global RNG, which checkpoints restore: resume stays exact.
     generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
     ptx = [to_device(next(ptx_iter), dist.device())] if ptx_iter is not None else None
     start = time.perf_counter()
     stats = update(
-        m.actor,
-        m.reward_critic,
-        m.cost_critic,
-        rollout,
-        targets,
-        cfg.ppo,
-        cfg.train.per_device_batch_size,
-        cfg.generation.temperature,
-        generator,
-        lambda_now,
-        ptx,
-    )
+        parts.models, rollout, targets, parts.plan, generator, controller=parts.controller,
+        ptx_batches=ptx,
+    )  # fmt: skip
     timings["time/train"] = time.perf_counter() - start
     for key in stats[0]:
         metrics[key] = sum(s[key] for s in stats) / len(stats)
-    if controller is not None:
-        metrics["lagrange/lambda"] = controller.lambda_
+    if parts.controller is not None:
+        metrics["lagrange/lambda"] = parts.controller.lambda_
     metrics.update(timings)
     tokens = int(rollout.attention_mask.sum())
     return StepResult(
@@ -214,47 +216,37 @@ def _cycle(loader: Any) -> Any:
 
 
 def run(cfg: PPOConfig) -> None:
-    from beaver.data import make_datasets
+    from beaver.data import build_dataset
 
-    for model_cfg in (
-        cfg.actor,
-        cfg.reward_model,
-        cfg.cost_model,
-        cfg.reward_critic,
-        cfg.cost_critic,
-    ):
-        if model_cfg is not None:
-            check_model_source(model_cfg.name_or_path)
+    check_models(actor=cfg.actor, reward_model=cfg.reward_model, cost_model=cfg.cost_model,
+                 reward_critic=cfg.reward_critic, cost_critic=cfg.cost_critic)  # fmt: skip
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.actor, padding_side="left")
-    prompts, _ = make_datasets(
-        "prompt_only", cfg.data.model_copy(update={"eval_split": 0.0}), tokenizer
-    )
+    prompts = build_dataset("prompt_only", cfg.data.train, cfg.data, tokenizer, "training")
     run_.print(f"prompts: {prompts.stats.summary()}")
-    train = cfg.train
-    loader = make_loader(prompts, cfg.ppo.rollout_batch_size, shuffle=True, seed=train.seed)
-    steps = count_steps(train, loader, 1)
-    episodes = cfg.ppo.rollout_batch_size * cfg.generation.num_return_sequences
-    updates = math.ceil(episodes / train.per_device_batch_size) * cfg.ppo.update_iters
-    parts = _build(cfg, run_, steps, updates)
-
+    loader = make_loader(prompts, cfg.ppo.rollout_batch_size, shuffle=True, seed=cfg.train.seed)
+    steps = count_steps(cfg.train, loader, 1)
+    parts = build(cfg, run_, steps)
     share = cfg.lagrange.target_unsafe_share
     if parts.controller is not None and share is not None and run_.resume_from is None:
         d = calibrate(parts, loader, share, cfg.lagrange.calibration_batches)
         parts.controller.threshold = d
         run_.print(f"threshold calibrated for an unsafe share of {share:.0%}: d = {d:.3f}")
         if dist.is_main():
-            (run_.dir / "threshold.json").write_text(
-                json.dumps({"target_unsafe_share": share, "threshold": d}) + "\n"
-            )
+            write_json(run_.dir / "threshold.json", {"target_unsafe_share": share, "threshold": d})
+    train(cfg, run_, parts, loader, steps, tokenizer)
 
-    engines = {"actor": parts.models.actor, "reward_critic": parts.models.reward_critic}
+
+def train(cfg: PPOConfig, run_: Run, parts: PPOParts, loader: Any, steps: int, tok: Any) -> None:
+    """The shared loop over `steps` rollouts, then the actor's HF folder, plots and summary."""
+    models = parts.models
+    engines = {"actor": models.actor, "reward_critic": models.reward_critic}
     optim = {
         "actor": ("actor_optim", cfg.actor_optim),
         "reward_critic": ("critic_optim", cfg.critic_optim),
     }
-    if parts.models.cost_critic is not None:
-        engines["cost_critic"] = parts.models.cost_critic
+    if models.cost_critic is not None:
+        engines["cost_critic"] = models.cost_critic
         optim["cost_critic"] = ("critic_optim", cfg.critic_optim)
     stateful = {"lagrange": parts.controller} if parts.controller is not None else {}
     ptx_iter = _cycle(parts.ptx_loader) if parts.ptx_loader is not None else None
@@ -266,7 +258,7 @@ def run(cfg: PPOConfig) -> None:
         step_fn,
         loader,
         engines,
-        train=train.model_copy(update={"eval_strategy": "no"}),
+        train=cfg.train,
         checkpoint_dir=run_.checkpoint_dir,
         logger=run_.logger,
         total_steps=steps,
@@ -278,7 +270,7 @@ def run(cfg: PPOConfig) -> None:
     model_dir = None
     if result.interrupted is None:
         with disk_errors("the final model", run_.dir / "model", _finished(result)):
-            model_dir = save_hf(parts.models.actor, tokenizer, run_.dir / "model")
+            model_dir = save_hf(models.actor, tok, run_.dir / "model")
     if dist.is_main():
         write_plots(run_, parts.controller)
     finish_run(run_, result, model_dir, {"algorithm": cfg.algorithm})

@@ -2,17 +2,20 @@
 
 PPO and PPO-Lag share every line here; PPO-Lag only adds the cost stream (its GAE and critic)
 and the multiplier in `combined_advantage`. With lambda = 0 PPO-Lag's advantage is PPO's.
+What a run holds decides what runs: a rollout without cost values has no cost stream, an
+update without a cost critic or a controller trains and weighs no cost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from beaver.algo import (
+    LagrangeController,
     Rollout,
     combined_advantage,
     critic_loss,
@@ -27,7 +30,31 @@ from beaver.algo import (
     whiten,
 )
 from beaver.config import PPOCfg
-from beaver.stages.rollout import response_logprobs, response_values
+from beaver.models.forward import response_logprobs, response_values
+from beaver.stages.rollout import RolloutModels
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    """How each rollout becomes optimiser updates, fixed for the run: `micro_batches` splits a
+    rollout, and the LR schedules count their steps with `updates_per_rollout`, one rule."""
+
+    ppo: PPOCfg
+    micro_batch_size: int
+    temperature: float
+    """The sampling temperature: log-probs are those of the distribution sampled from."""
+
+    def micro_batches(self, n: int, generator: torch.Generator) -> Iterator[tuple[int, Tensor]]:
+        """(k, rows) of every micro-batch of a rollout of `n` episodes: `update_iters` shuffled
+        passes, k counting the micro-batches of each pass."""
+        for _ in range(self.ppo.update_iters):
+            order = torch.randperm(n, generator=generator)
+            for k, start in enumerate(range(0, n, self.micro_batch_size)):
+                yield k, order[start : start + self.micro_batch_size]
+
+    def updates_per_rollout(self, episodes: int) -> int:
+        """Actor (and critic) updates made on a rollout of `episodes` episodes."""
+        return len(range(0, episodes, self.micro_batch_size)) * self.ppo.update_iters
 
 
 @dataclass(frozen=True)
@@ -127,43 +154,37 @@ def _backward_step(model: nn.Module, loss: Tensor) -> None:
 
 
 def update(
-    actor: nn.Module,
-    reward_critic: nn.Module,
-    cost_critic: nn.Module | None,
+    models: RolloutModels,
     rollout: Rollout,
     targets: Targets,
-    ppo: PPOCfg,
-    micro_batch_size: int,
-    temperature: float,
+    plan: UpdatePlan,
     generator: torch.Generator,
-    lambda_now: Callable[[], float | None] = lambda: None,
+    *,
+    controller: LagrangeController | None = None,
     ptx_batches: list[dict[str, Tensor]] | None = None,
 ) -> list[dict[str, float]]:
-    """`update_iters` passes over the rollout in shuffled micro-batches; stats per micro-batch.
+    """Actor and critic steps on every micro-batch of `plan`; stats per micro-batch.
 
-    `lambda_now()` is read before every actor step, so a multiplier updated per optimiser step
-    (the reference's cadence) reaches the advantage at once. Whitening, when on, is per
-    micro-batch.
+    `controller.on_step()` gives lambda before every actor step, so a multiplier updated per
+    optimiser step (the reference's cadence) reaches the advantage at once. Whitening, when on,
+    is per micro-batch.
     """
-    stats = []
-    n = rollout.batch_size
-    for _ in range(ppo.update_iters):
-        order = torch.randperm(n, generator=generator)
-        for k, start in enumerate(range(0, n, micro_batch_size)):
-            index = order[start : start + micro_batch_size]
-            mb, tg = rollout.select(index), targets.select(index)
-            ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
-            adv = tg.actor_advantages(lambda_now(), mb.response_mask, ppo.whiten_advantages)
-            s = actor_step(actor, mb, adv, ppo, temperature, ptx)
-            s["train/reward_critic_loss"] = critic_step(
-                reward_critic, mb, mb.values, tg.reward_returns, ppo
+    ppo, stats = plan.ppo, []
+    for k, index in plan.micro_batches(rollout.batch_size, generator):
+        mb, tg = rollout.select(index), targets.select(index)
+        ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
+        lam = controller.on_step() if controller is not None else None
+        adv = tg.actor_advantages(lam, mb.response_mask, ppo.whiten_advantages)
+        s = actor_step(models.actor, mb, adv, ppo, plan.temperature, ptx)
+        s["train/reward_critic_loss"] = critic_step(
+            models.reward_critic, mb, mb.values, tg.reward_returns, ppo
+        )
+        if models.cost_critic is not None:
+            assert mb.cost_values is not None and tg.cost_returns is not None
+            s["train/cost_critic_loss"] = critic_step(
+                models.cost_critic, mb, mb.cost_values, tg.cost_returns, ppo
             )
-            if cost_critic is not None:
-                assert mb.cost_values is not None and tg.cost_returns is not None
-                s["train/cost_critic_loss"] = critic_step(
-                    cost_critic, mb, mb.cost_values, tg.cost_returns, ppo
-                )
-            stats.append(s)
+        stats.append(s)
     return stats
 
 

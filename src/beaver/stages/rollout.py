@@ -22,12 +22,12 @@ from beaver.algo import (
     Rollout,
     apply_missing_eos_penalty,
     has_eos,
-    logprobs_from_logits,
-    position_ids_from_attention_mask,
     response_mask,
     shaped_reward,
 )
 from beaver.config import GenerationCfg
+from beaver.models.batching import pad_batch
+from beaver.models.forward import response_logprobs, response_values, score_sequences
 from beaver.models.generation import generation_kwargs
 from beaver.models.saving import unwrap
 from beaver.models.score import ScoreModel
@@ -85,40 +85,27 @@ def sample_responses(
     )
 
 
-def response_logprobs(
-    model: nn.Module,
+def score_responses(
+    models: RolloutModels,
     input_ids: Tensor,
     attention_mask: Tensor,
-    prompt_len: int,
-    temperature: float = 1.0,
-) -> tuple[Tensor, Tensor]:
-    """(B, T) fp32 log-probs of the response tokens and the (B, T, V) logits they came from."""
-    position_ids = position_ids_from_attention_mask(attention_mask)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-    ).logits
-    logits = logits[:, prompt_len - 1 : -1]  # position P + t - 1 predicts response token t
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    return logprobs_from_logits(logits, input_ids[:, prompt_len:]), logits
-
-
-def response_values(
-    critic: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int
-) -> Tensor:
-    """(B, T) critic values aligned with response tokens (from position P + t - 1)."""
-    scores = critic(input_ids=input_ids, attention_mask=attention_mask).scores  # (B, P + T)
-    return scores[:, prompt_len - 1 : -1]
-
-
-def end_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """(B,) score-model end scores at the last real token, in the normaliser's units."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask)
-    normalize = getattr(unwrap(model), "normalize", None)
-    return normalize(out.end_scores) if normalize is not None else out.end_scores
+    ended: Tensor,
+    opts: RolloutOptions,
+    retokenize: Any = None,
+) -> tuple[Tensor, Tensor | None]:
+    """(B,) rewards (missing-EOS penalty and any fixed cost weight applied) and (B,) costs
+    (None without a cost model), in the score models' normaliser units."""
+    ids, mask = (
+        (input_ids, attention_mask) if retokenize is None else retokenize(input_ids, attention_mask)
+    )
+    reward = score_sequences(models.reward_model, ids, mask, normalize=True)
+    reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
+    if models.cost_model is None:
+        return reward, None
+    cost = score_sequences(models.cost_model, ids, mask, normalize=True)
+    if opts.lambda_fixed is not None:
+        reward = shaped_reward(reward, cost, opts.lambda_fixed)
+    return reward, cost
 
 
 @torch.no_grad()
@@ -147,26 +134,15 @@ def collect_rollout(
     ended = has_eos(response_ids, opts.eos_token_id)
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, resp_mask], dim=1)
-    plen = prompt_ids.shape[1]
-    temperature = opts.generation.temperature
-
+    plen, temperature = prompt_ids.shape[1], opts.generation.temperature
     logp, _ = response_logprobs(models.actor, input_ids, attention_mask, plen, temperature)
     ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
-    score_ids, score_mask = (
-        (input_ids, attention_mask) if retokenize is None else retokenize(input_ids, attention_mask)
-    )
-    reward = end_scores(models.reward_model, score_ids, score_mask).float()
-    reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
-    cost = None
-    if models.cost_model is not None:
-        cost = end_scores(models.cost_model, score_ids, score_mask).float()
-        if opts.lambda_fixed is not None:
-            reward = shaped_reward(reward, cost, opts.lambda_fixed)
+    reward, cost = score_responses(models, input_ids, attention_mask, ended, opts, retokenize)
     values = response_values(models.reward_critic, input_ids, attention_mask, plen)
     cost_values = (
         None
         if models.cost_critic is None
-        else response_values(models.cost_critic, input_ids, attention_mask, plen)
+        else response_values(models.cost_critic, input_ids, attention_mask, plen).float()
     )
     rollout = Rollout(
         prompt_ids=prompt_ids,
@@ -179,7 +155,7 @@ def collect_rollout(
         reward=reward,
         values=values.float(),
         cost=cost,
-        cost_values=None if cost_values is None else cost_values.float(),
+        cost_values=cost_values,
     )
     scored = time.perf_counter()
     return rollout, {"time/generate": generated - start, "time/score": scored - generated}
@@ -197,7 +173,8 @@ def make_retokenizer(src_tokenizer: Any, dst_tokenizer: Any) -> Any:
             + dst_tokenizer.eos_token
             for ids, mask in zip(input_ids, attention_mask, strict=True)
         ]
-        enc = dst_tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
-        return enc["input_ids"].to(input_ids.device), enc["attention_mask"].to(input_ids.device)
+        rows = dst_tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ids, mask = pad_batch(rows, dst_tokenizer.pad_token_id)  # right padded
+        return ids.to(input_ids.device), mask.to(input_ids.device)
 
     return retokenize

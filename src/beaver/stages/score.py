@@ -18,11 +18,13 @@ from torch import Tensor
 from beaver.algo import cost_loss, reward_loss_sequence, reward_loss_token
 from beaver.config.stages import ScoreCfg, ScoreConfig
 from beaver.engine import dist
+from beaver.engine.build import DeepSpeedSpec
 from beaver.engine.data import set_position, to_device
 from beaver.engine.loop import StepResult
 from beaver.engine.run import start_run
 from beaver.engine.stage import train_one_model
-from beaver.eval.score import (
+from beaver.models.loading import check_model_source, dtype_of, load_tokenizer
+from beaver.models.pairs import (
     Objective,
     PairScores,
     collect_scores,
@@ -30,7 +32,6 @@ from beaver.eval.score import (
     pair_keys,
     pair_metrics,
 )
-from beaver.models.loading import check_model_source, dtype_of, load_tokenizer
 from beaver.models.saving import full_state_dict, unwrap
 from beaver.models.score import ScoreModel, load_score_model, save_score_model
 
@@ -61,15 +62,6 @@ def pair_loss(
     return r.loss, {"accuracy": r.accuracy.item()}
 
 
-def gather(x: Tensor) -> Tensor:
-    """`x` (N,) from every rank, concatenated (equal N on every rank: the sampler pads)."""
-    if dist.world_size() == 1:
-        return x
-    parts = [torch.empty_like(x) for _ in range(dist.world_size())]
-    torch.distributed.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
 def score_step(
     engine: Any, micro_batches: list[dict[str, Tensor]], objective: Objective, score: ScoreCfg
 ) -> StepResult:
@@ -83,7 +75,7 @@ def score_step(
         engine.backward(loss)
         engine.step()
         if model.normalizer is not None:
-            model.normalizer.update(gather(out.end_scores.detach().float()))
+            model.normalizer.update(dist.gather(out.end_scores.detach().float()))
         losses.append(loss.item())
         metrics.append(m)
         ka, kb = pair_keys(objective)
@@ -101,11 +93,11 @@ def evaluate(engine: Any, loader: Any, objective: Objective) -> dict[str, float]
     engine.train()
 
     def everywhere(t: Tensor | None) -> Tensor | None:
-        return None if t is None else gather(t.to(engine.device)).cpu()
+        return None if t is None else dist.gather(t.to(engine.device)).cpu()
 
     gathered = PairScores(
-        gather(s.a.to(engine.device)).cpu(),
-        gather(s.b.to(engine.device)).cpu(),
+        dist.gather(s.a.to(engine.device)).cpu(),
+        dist.gather(s.b.to(engine.device)).cpu(),
         everywhere(s.a_safe),
         everywhere(s.b_safe),
     )
@@ -121,7 +113,7 @@ def run(cfg: ScoreConfig) -> None:
     tokenizer = load_tokenizer(cfg.model)
     kind = "safety_preference" if objective == "cost" else "preference"
 
-    def load_model(ds_config: dict[str, Any]) -> ScoreModel:
+    def load_model(deepspeed: DeepSpeedSpec) -> ScoreModel:
         torch.manual_seed(cfg.train.seed)  # the fresh head's initialisation
         return load_score_model(
             cfg.model,
@@ -129,7 +121,7 @@ def run(cfg: ScoreConfig) -> None:
             objective,
             cfg.score.normalizer,
             cfg.score.normalizer_momentum,
-            ds_config,
+            deepspeed,
         )
 
     train_one_model(

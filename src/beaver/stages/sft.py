@@ -19,6 +19,7 @@ from beaver.algo.logprobs import logprobs_from_logits
 from beaver.algo.masks import masked_mean
 from beaver.config.stages import SFTConfig
 from beaver.engine import dist
+from beaver.engine.build import DeepSpeedSpec
 from beaver.engine.data import set_position, to_device
 from beaver.engine.loop import StepResult
 from beaver.engine.run import start_run
@@ -101,9 +102,9 @@ def run(cfg: SFTConfig) -> None:
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.model)
 
-    def load_model(ds_config: dict[str, Any]) -> Any:
-        model = load_causal_lm(cfg.model, dtype_of(cfg.deepspeed.precision), ds_config)
-        fit_embeddings(model, tokenizer, ds_config)
+    def load_model(deepspeed: DeepSpeedSpec) -> Any:
+        model = load_causal_lm(cfg.model, dtype_of(cfg.deepspeed.precision), deepspeed)
+        fit_embeddings(model, tokenizer, deepspeed)
         return model
 
     train_one_model(

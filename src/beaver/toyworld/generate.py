@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 from rich.table import Table
 
 from beaver.config.toyworld import ToyWorldConfig
+from beaver.files import read_json, write_json, write_jsonl
 from beaver.toyworld import data
 from beaver.toyworld.judge import summarize_judgements
 from beaver.toyworld.language import DEFAULT_WORLD, World
@@ -88,11 +89,6 @@ def _clean(value: Any) -> Any:
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True)
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.writelines(_dumps(row) + "\n" for row in rows)
 
 
 def write_json_list(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -199,12 +195,18 @@ def generate(cfg: ToyWorldConfig, world: World = DEFAULT_WORLD) -> WorldSummary:
     write_json_list(out / "sft.json", [data.alpaca_row(s) for s in samples])
     pref_rows, pref_stats = _pairs(_rng(cfg.seed, "preference-responses"), splits.pref_prompts,
                                    mixes, cfg.label_noise, world)  # fmt: skip
-    write_jsonl(out / "preference.jsonl", pref_rows)
+    write_jsonl(out / "preference.jsonl", pref_rows, sort_keys=True)
     test_rows, _ = _pairs(_rng(cfg.seed, "preference_test-responses"), splits.test_prompts,
                           mixes, 0.0, world)  # fmt: skip
-    write_jsonl(out / "preference_test.jsonl", test_rows)
-    write_jsonl(out / "prompts_train.jsonl", [data.prompt_row(r) for r in splits.rl_prompts])
-    write_jsonl(out / "prompts_eval.jsonl", [data.prompt_row(r) for r in splits.eval_prompts])
+    write_jsonl(out / "preference_test.jsonl", test_rows, sort_keys=True)
+    write_jsonl(
+        out / "prompts_train.jsonl", [data.prompt_row(r) for r in splits.rl_prompts], sort_keys=True
+    )
+    write_jsonl(
+        out / "prompts_eval.jsonl",
+        [data.prompt_row(r) for r in splits.eval_prompts],
+        sort_keys=True,
+    )
 
     vocab_size, num_parameters = save_assets(cfg.model, cfg.seed, out, world)
     behaviour = summarize_judgements(((s.record.prompt, s.response) for s in samples), world)
@@ -237,8 +239,8 @@ def generate(cfg: ToyWorldConfig, world: World = DEFAULT_WORLD) -> WorldSummary:
         "language": world.to_dict(),
         "config": cfg.model_dump(mode="json", exclude={"output_dir"}),
     }
-    (out / "world.json").write_text(json.dumps(world_doc, indent=1, sort_keys=True) + "\n")
-    (out / "stats.json").write_text(json.dumps(summary.stats(), indent=1, sort_keys=True) + "\n")
+    write_json(out / "world.json", world_doc, indent=1, sort_keys=True)
+    write_json(out / "stats.json", summary.stats(), indent=1, sort_keys=True)
     return replace(summary, seconds=time.perf_counter() - start)
 
 
@@ -254,7 +256,7 @@ def load_world(path: str | Path) -> World:
     path = Path(path)
     if path.is_dir():
         path = path / "world.json"
-    return World.from_dict(json.loads(path.read_text(encoding="utf-8"))["language"])
+    return World.from_dict(read_json(path)["language"])
 
 
 def summary_lines(summary: WorldSummary) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from beaver.files import read_json_rows
 from beaver.toyworld.language import DEFAULT_WORLD, World
 
 
@@ -106,6 +107,5 @@ def sample_prompts(
 
 def load_prompts(path: str | Path) -> list[PromptRecord]:
     """Read a `prompts_*.jsonl` file written by the generator."""
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_json_rows(path)
     return [PromptRecord(r["prompt"], bool(r["risky"]), r["topic"], r["category"]) for r in rows]
