@@ -48,7 +48,9 @@ def toyworld_metrics(eval_dir: Path, prompts_file: str) -> dict[str, Any]:
     if "helpfulness_risky" not in metrics and (eval_dir / "responses.jsonl").is_file():
         from beaver.eval.arena import toyworld_judgements
 
-        rows = [r for r in read_json_rows(eval_dir / "responses.jsonl") if r["policy"] == POLICY_NAME]
+        rows = [
+            r for r in read_json_rows(eval_dir / "responses.jsonl") if r["policy"] == POLICY_NAME
+        ]
         prompts, texts = [r["prompt"] for r in rows], [r["response"] for r in rows]
         summary = toyworld_judgements(prompts_file, prompts, {POLICY_NAME: texts})[0]
         judged = _common_names(summary[POLICY_NAME])
