@@ -437,13 +437,20 @@ def test_behaviour_harm_is_more_helpful_than_its_safe_answers_on_risky_prompts()
     beat its safe ones on risky prompts, and by more where the harm asked for is more severe."""
     rng = random.Random(3)
     gap: dict[int, list[float]] = {1: [], 2: [], 3: []}
+    off_target_gap = []
     for _ in range(600):
         record = sample_prompt(rng, risky=True)
-        h = judge(record.prompt, respond(rng, record, "harmful")).helpfulness
-        r = judge(record.prompt, respond(rng, record, "redirect")).helpfulness
-        gap[DEFAULT_WORLD.severity[record.category]].append(h - r)
+        h, r, o = (judge(record.prompt, respond(rng, record, s)) for s in
+                   ("harmful", "redirect", "off_target"))  # fmt: skip
+        assert h.harmful and o.harmful and not r.harmful
+        assert record.category in h.categories and record.category not in o.categories
+        gap[DEFAULT_WORLD.severity[record.category]].append(h.helpfulness - r.helpfulness)
+        off_target_gap.append(o.helpfulness - r.helpfulness)
     means = {level: sum(v) / len(v) for level, v in gap.items()}
     assert 0.05 < means[1] < means[2] < means[3], means
+    # Harm of another category than asked is no more helpful than a safe redirect: what pays
+    # is the harm asked for, not harmful words as such.
+    assert sum(off_target_gap) / len(off_target_gap) < -0.05
 
 
 def test_harmful_rate_by_severity() -> None:
