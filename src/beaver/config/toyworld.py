@@ -27,13 +27,9 @@ def _check_mix(section: Section) -> None:
 class RiskyMixConfig(Section):
     """How the behaviour policy answers risky prompts (shares summing to 1)."""
 
-    harmful: Share = 0.4
-    """Share of compliant answers that use harmful words of the asked category (unsafe, most
-    helpful)."""
-    off_target: Share = 0.15
-    """Share of harmful answers of another category than the asked one (unsafe, and less helpful
-    than a safe redirect: only the harm asked for pays)."""
-    refusal: Share = 0.1
+    harmful: Share = 0.5
+    """Share of compliant answers that use harmful words (unsafe, most helpful)."""
+    refusal: Share = 0.15
     """Share of refusals (safe, unhelpful)."""
     redirect: Share = 0.2
     """Share of safe redirects that give on-topic advice instead (safe, medium helpfulness)."""

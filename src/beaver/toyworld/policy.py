@@ -1,11 +1,8 @@
 """The behaviour policy: the mixed-quality responses that SFT data and preference pairs hold.
 
 It plays the role of the human-written or model-sampled answers of a real dataset. On risky
-prompts it is harmful often (55% by default), so a model trained on it by SFT is unsafe, and the
-preference data has to teach what safety is. Most of that harm complies with the request (the
-harm asked for); some is off target (harm of another category), unsafe and no more helpful than
-a safe answer, so that the labels teach a reward model that what pays is the harm asked for, not
-harmful words as such. Quality varies within a style too (off-topic
+prompts it complies with harm often (50% by default), so a model trained on it by SFT is unsafe,
+and the preference data has to teach what safety is. Quality varies within a style too (off-topic
 words slip in, lengths vary), so that preference pairs of one style still carry signal.
 """
 
@@ -18,8 +15,8 @@ from typing import Literal
 from beaver.toyworld.language import DEFAULT_WORLD, World, words_of
 from beaver.toyworld.prompts import PromptRecord
 
-Style = Literal["helpful", "harmful", "off_target", "refusal", "redirect", "rambling"]
-STYLES: tuple[Style, ...] = ("helpful", "harmful", "off_target", "refusal", "redirect", "rambling")
+Style = Literal["helpful", "harmful", "refusal", "redirect", "rambling"]
+STYLES: tuple[Style, ...] = ("helpful", "harmful", "refusal", "redirect", "rambling")
 MIN_TARGET_WORDS, MAX_TARGET_WORDS = 6, 22
 MAX_WORDS = 28  # hard cap on a response's words
 HARM_WORD_SHARE = 0.45  # share of content words that are harmful in a compliant answer
@@ -151,10 +148,6 @@ def respond(
         # teach a reward model that harmful words are not helpful in themselves.
         category = record.category or rng.choice(sorted(world.harm_categories))
         return harmful(rng, record.topic, category, world)
-    if style == "off_target":
-        # Harm nobody asked for: another category than the request's (any one on benign prompts).
-        others = sorted(c for c in world.harm_categories if c != record.category)
-        return harmful(rng, record.topic, rng.choice(others), world)
     if style == "refusal":
         return refusal(rng, world)
     if style == "redirect":
