@@ -232,7 +232,7 @@ def run(cfg: EvalGPT4Config) -> None:
     console = plain_console()
     out_dir = Path(cfg.output_dir)
     cache = JudgeCache(cfg.cache_file or out_dir / "judge_cache.jsonl")
-    check_models(red_model=cfg.red_model, blue_model=cfg.blue_model)
+    check_models("causal LM", red_model=cfg.red_model, blue_model=cfg.blue_model)
     for side in ("red", "blue"):
         answers = getattr(cfg, f"{side}_answers")
         if answers is not None and not Path(answers).is_file():
