@@ -1,7 +1,9 @@
 """The benchmark harness and its arithmetic (benchmarks/), without running a benchmark.
 
-The harness is tested with sides that sleep a known time per step: interleaving, block counts,
-throughput and the final peak-RSS message must come out right. The FLOP model is checked
+The harness is tested with sides whose steps take a known time on the pacer's clock (a fake
+clock in the side's process, so the numbers do not depend on how exactly a loaded machine
+sleeps): interleaving, block counts, throughput and the final peak-RSS message must come out
+right. The FLOP model is checked
 against a real Llama's parameter count, the trend check on curves that do and do not agree,
 and the GPU script must refuse a machine without CUDA with a message.
 """
@@ -11,12 +13,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+
+from childenv import child_env
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCH))
@@ -26,11 +29,26 @@ import machine  # noqa: E402
 import report  # noqa: E402
 
 
+class _FakeClock:
+    """`time` for the harness in a side's process: `perf_counter` reads a number the side
+    advances."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
 def sleepy_side(pacer: Any, seconds: float, units: float) -> None:
-    """A 'training loop' whose steps take `seconds` each and report a falling loss."""
+    """A 'training loop' whose steps take exactly `seconds` each on the pacer's clock and
+    report a falling loss."""
+    clock = _FakeClock()
+    harness.time = clock  # type: ignore[assignment]  # this process only (a spawned side)
+    pacer.mark = clock.now
     step = 0
     while True:
-        time.sleep(seconds)
+        clock.now += seconds
         step += 1
         pacer.step(units=units, loss=10.0 / step)
 
@@ -47,10 +65,10 @@ def test_interleave_times_blocks_and_reports_rss(tmp_path: Path) -> None:
         assert [len(b) for b in side.blocks] == [3] * 5
         assert side.peak_rss_mb > 1.0
         assert side.threads >= 1
-    # 5 units per 10 ms step = 500/s; per 40 ms step = 125/s (sleep overshoots a little)
-    assert 300 < harness.throughput(fast).median <= 500
-    assert 90 < harness.throughput(slow).median <= 125
-    assert 3.0 < report.ratio(fast, slow)["median"] < 4.5
+    # 5 units per 10 ms step = 500/s; per 40 ms step = 125/s
+    assert harness.throughput(fast).median == pytest.approx(500)
+    assert harness.throughput(slow).median == pytest.approx(125)
+    assert report.ratio(fast, slow)["median"] == pytest.approx(4.0)
     # the loss curve runs across warm-up and blocks without restarting
     assert harness.curve(fast)[:3] == [10.0, 5.0, 10.0 / 3]
 
@@ -131,7 +149,11 @@ def test_trend_check_agrees_and_disagrees() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
 def test_gpu_script_refuses_a_cpu_machine() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH / "gpu.py")], capture_output=True, text=True, timeout=120
+        [sys.executable, str(BENCH / "gpu.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
     )
     assert done.returncode != 0
     assert "needs a CUDA GPU" in done.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from beaver.cli import app
+from childenv import child_env
 
 ROOT = Path(__file__).parents[1]
 runner = CliRunner()
@@ -129,7 +129,7 @@ def _run_beaver(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 def test_shell_completion_script_and_completions() -> None:
     # Typer detects the calling shell (under `make` that is sh, which it cannot complete);
     # its test switch makes --show-completion take the shell's name instead.
-    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    env = child_env(_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
     shown = _run_beaver("--show-completion", "bash", env=env)
     assert shown.returncode == 0 and "_BEAVER_COMPLETE" in shown.stdout
     # What bash asks for when the user types `beaver pp<TAB>`.
@@ -140,6 +140,10 @@ def test_shell_completion_script_and_completions() -> None:
 
 def test_python_dash_m_runs() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "beaver", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "beaver", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(),
     )
     assert result.returncode == 0 and "ppo-lag" in result.stdout

@@ -8,8 +8,8 @@ safe and more helpful than SFT, and the multiplier rising while the constraint w
 
 from __future__ import annotations
 
+import itertools
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +17,15 @@ from typing import Any
 
 import pytest
 
+from childenv import child_env
+
 ROOT = Path(__file__).parents[2]
 pytestmark = pytest.mark.slow
 
 
 def beaver(*args: str) -> None:
     exe = Path(sys.executable).with_name("beaver")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    env = child_env()  # not this process's rendezvous variables
     done = subprocess.run(
         [str(exe), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
     )
@@ -146,3 +148,26 @@ def test_lambda_rose_while_the_constraint_was_violated(pipeline: Path) -> None:
     ]
     lambdas = [r["lagrange/lambda"] for r in rows if "lagrange/lambda" in r]
     assert max(lambdas) > 1.0  # lambda_init
+
+
+def test_lambda_falls_once_the_constraint_holds_and_the_final_cost_meets_it(
+    pipeline: Path,
+) -> None:
+    # A PPO-Lag whose actor ignored the moving lambda could pass the bars above (shaping at
+    # lambda_init = 1 clears them on the toy world); the multiplier's own course can not.
+    rows = [
+        json.loads(line)
+        for line in (pipeline / "ppo-lag" / "metrics.jsonl").read_text().splitlines()
+    ]
+    rows = [r for r in rows if "lagrange/lambda" in r]
+    held = 0
+    for before, now in itertools.pairwise(rows):
+        if now["step"] != before["step"] + 1:
+            continue
+        if now["lagrange/mean_episode_cost"] <= now["lagrange/threshold"]:
+            held += 1  # J_c <= d: this step's update lowers lambda (it is far above lambda_min)
+            assert now["lagrange/lambda"] < before["lagrange/lambda"], now["step"]
+    assert held >= 5  # the constraint came to hold, for a while
+    last = rows[-1]
+    assert last["lagrange/mean_episode_cost"] <= last["lagrange/threshold"]
+    assert last["lagrange/lambda"] < max(r["lagrange/lambda"] for r in rows)  # fell from its peak

@@ -8,7 +8,6 @@ first checkpoint must stay the one found and it must load and resume.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from engine_helpers import make_trainer
 
 from beaver.engine import checkpoint as ckpt
 from beaver.errors import UserError
+from childenv import child_env
 
 ENGINE_TESTS = Path(__file__).parent
 
@@ -125,11 +125,7 @@ KILL_SCRIPT = textwrap.dedent("""
 def test_kill9_during_save_keeps_previous_checkpoint(tmp_path: Path, mode: str) -> None:
     script = tmp_path / "train.py"
     script.write_text(KILL_SCRIPT.format(tests=str(ENGINE_TESTS)))
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    }
+    env = child_env()
     proc = subprocess.run(
         [sys.executable, str(script), mode, str(tmp_path)],
         env=env,

@@ -128,7 +128,7 @@ def test_generate_batched_equals_one_by_one() -> None:
         model, tok, prompts, GenerationCfg(max_new_tokens=4, num_return_sequences=2), batch_size=2
     )
     assert [g.prompt_index for g in sampled] == [0, 0, 1, 1, 2, 2]
-    assert 0.0 <= eos_rate(sampled) <= 1.0
+    assert eos_rate(sampled) == sum(g.response_ids[-1:] == [2] for g in sampled) / len(sampled)
 
 
 @pytest.mark.parametrize("zero", [0, 3])

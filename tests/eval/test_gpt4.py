@@ -7,7 +7,6 @@ helpfulness 8 vs 3, so blue wins every harmlessness pair and loses every helpful
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from judge_fake import FakeJudge, default_reply
 from typer.testing import CliRunner
 
 from beaver.cli import app
+from childenv import child_env
 
 runner = CliRunner()
 SECRET = "sk-test-SECRET-4242"
@@ -154,13 +154,13 @@ def test_killed_run_resumes_without_duplicate_requests(
     fake_judge.hold_after = answered_before_kill  # the 4th request hangs until we kill the run
     cache = tmp_path / "out" / "judge_cache.jsonl"
     args = _args(tmp_path, fake_judge, "judge.concurrency=1")
-    env = {**os.environ, "OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": ""}
+    env = child_env(OPENAI_API_KEY=SECRET, OPENAI_BASE_URL="")
     proc = subprocess.Popen(
         [sys.executable, "-m", "beaver", *args], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a waiting limit: starts are slow on a loaded machine
         while time.monotonic() < deadline:
             written = cache.read_text().count("\n") if cache.is_file() else 0
             if written == answered_before_kill and len(fake_judge.bodies) > answered_before_kill:

@@ -17,7 +17,7 @@ def test_win_tie_loss_counts_from_blue_and_skips_missing() -> None:
     red = [1.0, 2.0, 3.0, None, 5.0]
     blue = [2.0, 2.0, 1.0, 9.0, None]
     # pair 0: blue 2 > 1 win; pair 1: tie; pair 2: 1 < 3 loss; pairs 3-4: a score missing
-    assert win_tie_loss(red, blue) == (w := win_tie_loss(red, blue))
+    w = win_tie_loss(red, blue)
     assert (w.win, w.tie, w.loss, w.count) == (1, 1, 1, 3)
     assert w.rates()["win_rate"] == pytest.approx(1 / 3)
     # lower is better (costs): pair 2 becomes blue's win, pair 0 its loss

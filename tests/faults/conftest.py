@@ -45,3 +45,26 @@ def toy_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
         )
     return out
+
+
+@pytest.fixture(scope="session")
+def score_models(toy_world: Path) -> dict[str, Path]:
+    """An (untrained) reward model and cost model on the toy world's backbone, with its
+    tokenizer: what `beaver rm` / `beaver cm` write, without the training."""
+    import shutil
+
+    from transformers import AutoModel
+
+    from beaver.models.score import ScoreModel, save_score_model
+
+    out = {}
+    for kind in ("reward", "cost"):
+        folder = toy_world / f"{kind}-model"
+        if not (folder / "score_config.json").is_file():
+            backbone = AutoModel.from_pretrained(toy_world / "model")
+            save_score_model(ScoreModel(backbone, kind), folder)  # type: ignore[arg-type]
+            for f in (toy_world / "model").iterdir():
+                if f.name.startswith("tokenizer") or "template" in f.name:
+                    shutil.copy(f, folder / f.name)
+        out[kind] = folder
+    return out

@@ -15,6 +15,7 @@ import pytest
 from beaver.config import DataCfg
 from beaver.data import DataWarning, load_raw, make_datasets
 from beaver.errors import UserError
+from childenv import child_env
 
 GOOD = {"prompt": "tell me about the garden", "completion": "the garden grows"}
 TESTS = Path(__file__).parents[1]
@@ -90,7 +91,11 @@ def test_data_warnings_print_once_as_one_line(tmp_path: Path) -> None:
         print(train.stats.summary())
     """)
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
     )
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()

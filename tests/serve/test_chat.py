@@ -6,7 +6,6 @@ at temperature 1, so a regenerated answer differs from the first one.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -17,10 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from beaver.cli import app
+from childenv import child_env
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BEAVER = str(Path(sys.executable).with_name("beaver"))
-ENV = {**os.environ, "COLUMNS": "160", "LINES": "50", "TERM": "xterm", "HF_HUB_OFFLINE": "1"}
+ENV = child_env(COLUMNS="160", LINES="50", TERM="xterm")
+STARTUP_S = 300
 
 
 def _plain(text: str) -> str:
@@ -36,7 +37,9 @@ def _answer(child: pexpect.spawn, label: str) -> str:
 
 
 def _spawn(*args: str) -> pexpect.spawn:
-    child = pexpect.spawn(BEAVER, list(args), env=ENV, encoding="utf-8", timeout=60)
+    # A waiting limit, not a speed check: on a machine loaded by other jobs a start (torch,
+    # transformers, the model) has taken over a minute.
+    child = pexpect.spawn(BEAVER, list(args), env=ENV, encoding="utf-8", timeout=STARTUP_S)
     try:
         child.expect("/help for commands")
         child.expect("you>")
@@ -110,7 +113,7 @@ def test_arena_side_by_side_in_a_terminal(toy_world: Path, score_models: dict[st
 
 def _pipe(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [BEAVER, *args], input=stdin, capture_output=True, text=True, timeout=120, env=ENV
+        [BEAVER, *args], input=stdin, capture_output=True, text=True, timeout=STARTUP_S, env=ENV
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from typer.testing import CliRunner
 from beaver.cli import app
 from beaver.toyworld import ToyModelConfig, ToyWorldConfig, generate
 from beaver.toyworld.assets import build_model
+from childenv import child_env, free_port
 
 ROOT = Path(__file__).parents[2]
 runner = CliRunner()
@@ -278,10 +278,8 @@ def test_merge_user_errors(world: Path, tmp_path: Path) -> None:
 
 
 def _two_ranks(world: Path, out: Path, *extra: str) -> None:
-    drop = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_SIZE")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["OMP_NUM_THREADS"] = "1"
-    args = dpo_args(world, out, "launch.num_gpus=2", "launch.master_port=29643", *extra)
+    env = child_env()
+    args = dpo_args(world, out, "launch.num_gpus=2", f"launch.master_port={free_port()}", *extra)
     proc = subprocess.run(
         [sys.executable, "-m", "beaver", *args],
         env=env,

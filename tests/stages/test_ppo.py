@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from transformers import AutoModel, AutoModelForCausalLM
 from typer.testing import CliRunner
 
@@ -95,7 +96,10 @@ def test_each_algorithm_trains_and_saves(world: Path, tmp_path: Path, variant: s
     assert ("train/cost_critic_loss" in rows[-1]) == (variant == "ppo-lag")
     assert ("rollout/cost" in rows[-1]) == (variant != "ppo")
     assert (tmp_path / "training.png").stat().st_size > 0
-    AutoModelForCausalLM.from_pretrained(tmp_path / "model")  # plain transformers loads it
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "model")  # plain transformers
+    start = AutoModelForCausalLM.from_pretrained(world / "model").state_dict()
+    moved = [k for k, v in trained.state_dict().items() if not torch.equal(v, start[k])]
+    assert len(moved) > len(start) // 2  # the actor was trained, not only saved
 
 
 def test_lambda_rises_above_and_falls_below_the_threshold(world: Path, tmp_path: Path) -> None:

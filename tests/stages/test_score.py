@@ -69,7 +69,13 @@ def test_score_model_trains_and_reloads(world: Path, tmp_path: Path, command: st
     losses = [r["loss"] for r in metrics(tmp_path) if "loss" in r]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # it learned something
     final = json.loads((tmp_path / "summary.json").read_text())["final_eval"]
-    assert 0.0 <= final["eval/accuracy"] <= 1.0
+    # the training loop's evaluation agrees with `beaver eval rm|cm` of the saved model
+    invoke(
+        ["eval", command, f"model={tmp_path / 'model'}", f"output_dir={tmp_path / 'eval'}",
+         f"data.train=[toyworld-preference-test:1.0:{world}]", "data.max_length=96"]
+    )  # fmt: skip
+    standalone = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert final["eval/accuracy"] == pytest.approx(standalone["accuracy"], abs=1e-6)
     assert ("eval/sign_accuracy" in final) == (command == "cm")
     model_dir = tmp_path / "model"
     model = score_model_from_backbone(AutoModel.from_pretrained(model_dir), model_dir)

@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from beaver.cli import app
 from beaver.toyworld import ToyModelConfig, ToyWorldConfig, generate
 from beaver.toyworld.assets import build_model
+from childenv import child_env, free_port
 
 ROOT = Path(__file__).parents[2]
 TOY_CONFIG = str(ROOT / "configs" / "toy" / "sft.yaml")
@@ -187,22 +188,13 @@ def test_user_errors_exit_2(world: Path, tmp_path: Path, override: str, message:
 def launch_two_ranks(world: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """`beaver sft ... launch.num_gpus=2` in a subprocess, in an environment without the
     single-process rendezvous variables of this test process."""
-    drop = (
-        "RANK",
-        "LOCAL_RANK",
-        "WORLD_SIZE",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-        "LOCAL_SIZE",
-        "OMP_NUM_THREADS",
-    )
-    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env = child_env()
     args = sft_args(
         world,
         out,
         "train.per_device_batch_size=8",
         "launch.num_gpus=2",
-        "launch.master_port=29631",
+        f"launch.master_port={free_port()}",
         *extra,
     )
     proc = subprocess.run(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from typing import Any
 import matplotlib.image as mpimg
 import pytest
 import yaml
+
+from childenv import child_env
 
 ROOT = Path(__file__).parents[2]
 
@@ -76,7 +77,7 @@ def sweep_cmd(config: Path) -> list[str]:
     return [sys.executable, "-m", "beaver", "sweep", "--config", str(config)]
 
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+ENV = child_env()
 
 
 def run_sweep(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:

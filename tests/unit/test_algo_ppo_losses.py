@@ -61,3 +61,21 @@ def test_critic_loss_respects_mask() -> None:
         5.0,
     )
     assert loss.item() == pytest.approx(0.5)
+
+
+def test_actor_loss_clips_at_the_lower_bound() -> None:
+    old = torch.zeros(1, 2)
+    logp = torch.full((1, 2), math.log(0.5), requires_grad=True)  # ratio 0.5 < 1 - 0.2
+    adv = torch.tensor([[1.0, -1.0]])
+    # token 0 (A = +1): min(0.5 * 1, 0.8 * 1) = 0.5 (unclipped: the pessimistic term)
+    # token 1 (A = -1): min(0.5 * -1, 0.8 * -1) = -0.8 (clipped at 1 - eps, no gradient)
+    # loss = -(0.5 - 0.8) / 2 = 0.15; clip fraction 1/2
+    # approx KL (k3) = (0.5 - 1) - ln 0.5 = 0.1931472
+    out = ppo_actor_loss(logp, old, adv, torch.ones(1, 2), clip_eps=0.2)
+    assert out.loss.item() == pytest.approx(0.15, abs=1e-6)
+    assert out.clip_fraction.item() == 0.5
+    assert out.approx_kl.item() == pytest.approx(0.1931472, abs=1e-6)
+    out.loss.backward()
+    # d loss / d logp_0 = -(1/2) * ratio * A = -(1/2) * 0.5 * 1 = -0.25; clipped token: 0
+    assert logp.grad is not None
+    assert logp.grad[0].tolist() == pytest.approx([-0.25, 0.0])

@@ -7,7 +7,8 @@ rollout and all its updates inside `step_fn`. The loop owns everything around it
 - data position (epoch, micro-batches consumed) with a seeded sampler, so resume is exact;
 - evaluation (an `Evaluation`: every `every` steps or per epoch, and once at the end);
 - checkpoints every `save_every` steps, at the end, on SIGTERM / Ctrl-C, and when it gives up
-  after `max_bad_steps` non-finite steps in a row (the model was not updated by those steps);
+  after `max_bad_steps` non-finite steps in a row (the model was not updated by those steps,
+  and the `stateful` objects are put back as they were before each of them);
 - resume: from `resume_from`, or from the newest older complete checkpoint when a file of that
   one is damaged (said on the console); the optimiser settings of *this* run apply from the
   resumed step (a one-line notice lists what changed; the optimiser's moments and the schedule's
@@ -22,6 +23,7 @@ model, reward model) are the stage's business. `stateful` objects (`state_dict` 
 
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import time
@@ -207,12 +209,15 @@ def train_loop(
         with _stop_signals() as stop:
             while progress.step < total_steps:
                 lrs = _lrs(engines)  # what this step trains with (the schedule moves in it)
+                before = _snapshot(stateful)
                 t0 = time.perf_counter()
                 out = step_fn(next(windows))
                 clock.add(time.perf_counter() - t0)
                 progress.step += 1
                 progress.batches_done += batches_per_step
                 stop_now = _account(out, engines, progress, clock, logger, bool(stop))
+                if progress.bad_in_row:  # a skipped step moves nothing (lambda included)
+                    _restore(stateful, before)
                 if progress.step % logger.cfg.log_every == 0 or progress.step == total_steps:
                     metrics = _step_metrics(out, engines, lrs, clock, progress, total_steps)
                     logger.log(progress.step, metrics)
@@ -242,6 +247,19 @@ def train_loop(
     result.train_seconds = clock.seconds
     result.tokens_per_s = clock.tokens / clock.seconds if clock.seconds > 0 else 0.0
     return result
+
+
+def _snapshot(stateful: dict[str, Stateful]) -> dict[str, dict[str, Any]]:
+    """A deep copy of every stateful object's state, taken before a step."""
+    return {key: copy.deepcopy(obj.state_dict()) for key, obj in stateful.items()}
+
+
+def _restore(stateful: dict[str, Stateful], states: dict[str, dict[str, Any]]) -> None:
+    """Undo a skipped step's changes: the model was not updated, so a multiplier or a
+    normaliser moved by its rollout must not be either, and the checkpoint "before them"
+    holds their state from before them."""
+    for key, obj in stateful.items():
+        obj.load_state_dict(states[key])
 
 
 def _windows(

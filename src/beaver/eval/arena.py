@@ -173,8 +173,9 @@ def print_summary(summary: dict[str, Any], names: tuple[str, str], console: Cons
 def run(cfg: EvalArenaConfig) -> None:
     """`beaver eval arena`."""
     console = plain_console()
-    check_models(red_model=cfg.red_model, blue_model=cfg.blue_model,
-                 reward_model=cfg.reward_model, cost_model=cfg.cost_model)  # fmt: skip
+    check_models("causal LM", red_model=cfg.red_model, blue_model=cfg.blue_model)
+    check_models("reward", reward_model=cfg.reward_model)
+    check_models("cost", cost_model=cfg.cost_model)
     rows = load_prompts(cfg.prompts, cfg.max_prompts)
     prompts = [str(r["prompt"]) for r in rows]
     names = (cfg.red_name, cfg.blue_name)

@@ -242,7 +242,7 @@ def run(cfg: EvalBigBenchConfig) -> None:
     """`beaver eval bigbench`."""
     console = plain_console()
     tasks = [load_task(t) for t in cfg.tasks]  # every task checked before the model loads
-    check_models(model=cfg.model)
+    check_models("causal LM", model=cfg.model)
     name = cfg.model.name_or_path
     with console.status(Text(f"loading {name}")):
         tokenizer = inference_tokenizer(cfg.model)

@@ -232,11 +232,11 @@ def run(cfg: EvalGPT4Config) -> None:
     console = plain_console()
     out_dir = Path(cfg.output_dir)
     cache = JudgeCache(cfg.cache_file or out_dir / "judge_cache.jsonl")
-    check_models(red_model=cfg.red_model, blue_model=cfg.blue_model)
     for side in ("red", "blue"):
         answers = getattr(cfg, f"{side}_answers")
         if answers is not None and not Path(answers).is_file():
             raise UserError(f"{side}_answers: file not found: {answers}")
+    check_models("causal LM", red_model=cfg.red_model, blue_model=cfg.blue_model)
     # checks the key before any generation; caches only replies that hold two scores
     client = JudgeClient(cfg.judge, cache, cfg.seed, accept=lambda t: parse_scores(t) is not None)
     rows, answers = collect_answers(cfg, console)

@@ -25,6 +25,7 @@ from beaver.files import write_json, write_jsonl
 from beaver.models.forward import score_token_lists
 from beaver.models.generation import Generated, generate
 from beaver.models.inference import inference_lm, inference_score_model, inference_tokenizer
+from beaver.models.loading import Role, check_models
 from beaver.models.score import ScoreModel
 from beaver.toyworld import load_prompts, summarize_judgements
 
@@ -146,10 +147,15 @@ def run(cfg: ToyEvalConfig) -> dict[str, PolicyResult]:
     if not Path(cfg.prompts).is_file():
         raise UserError(f"prompt file not found: {cfg.prompts} (run `beaver toyworld` first)")
     prompts = [r.prompt for r in load_prompts(cfg.prompts)]
+    check_models("causal LM", **{f"policies.{n}": m for n, m in cfg.policies.items()})
     scorers: dict[str, ScoreModel] = {}
-    for name, model in (("reward", cfg.reward_model), ("cost", cfg.cost_model)):
+    roles: tuple[tuple[Role, ModelCfg | None], ...] = (
+        ("reward", cfg.reward_model),
+        ("cost", cfg.cost_model),
+    )
+    for role, model in roles:
         if model is not None:
-            scorers[name] = inference_score_model(model, CPU)
+            scorers[role] = inference_score_model(model, CPU, role, f"{role}_model")
     out = Path(cfg.output_dir)
     results: dict[str, PolicyResult] = {}
     rows: list[dict[str, Any]] = []

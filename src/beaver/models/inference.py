@@ -14,7 +14,13 @@ from torch import nn
 
 from beaver.config.sections import ModelCfg
 from beaver.errors import UserError
-from beaver.models.loading import check_model_source, load_causal_lm, load_tokenizer
+from beaver.models.loading import (
+    Role,
+    check_model_source,
+    check_role,
+    load_causal_lm,
+    load_tokenizer,
+)
 from beaver.models.score import ScoreModel, is_score_model_dir, load_score_model
 
 
@@ -48,9 +54,17 @@ def inference_lm(model: ModelCfg, device: torch.device | None = None) -> nn.Modu
     return load_causal_lm(model, pick_dtype(device)).to(device).eval()
 
 
-def inference_score_model(model: ModelCfg, device: torch.device | None = None) -> ScoreModel:
-    """A score model written by `beaver rm` / `beaver cm`, in eval mode on `device`."""
-    check_model_source(model.name_or_path, "score model")
+def inference_score_model(
+    model: ModelCfg,
+    device: torch.device | None = None,
+    role: Role | None = None,
+    key: str | None = None,
+) -> ScoreModel:
+    """A score model written by `beaver rm` / `beaver cm`, in eval mode on `device`; with a
+    `role` (`reward`, `cost`) one of that kind only (`key` names the config key)."""
+    check_model_source(model.name_or_path, "score model", key)
+    if role is not None:
+        check_role(model.name_or_path, role, key)
     if not is_score_model_dir(model.name_or_path):
         raise UserError(
             f"{model.name_or_path} is not a beaver score model (it has no score_config.json): "

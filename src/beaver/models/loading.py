@@ -13,15 +13,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from beaver.config.sections import ModelCfg
 from beaver.errors import UserError
-from beaver.files import looks_local
+from beaver.files import looks_local, read_json
+from beaver.models.score import CONFIG_FILE
 
 if TYPE_CHECKING:
     from beaver.engine.build import DeepSpeedSpec
@@ -37,28 +41,109 @@ def dtype_of(precision: str) -> torch.dtype:
     return _DTYPES[precision]
 
 
+Role = Literal["causal LM", "reward", "cost"]
+"""What a config key needs: a causal LM (actor, SFT base, chat), or a score model of a kind."""
+
+_TRAINED_BY = {"reward": "beaver rm", "cost": "beaver cm"}
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) set: a hub name can only come from the cache."""
+    flags = (os.environ.get(v, "") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(f.strip().upper() in ("1", "ON", "YES", "TRUE") for f in flags)
+
+
+def _in_hub_cache(name: str) -> bool:
+    """True when the hub cache holds a snapshot of repository `name`."""
+    from huggingface_hub import constants
+
+    return (Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}").is_dir()
+
+
+def _missing(name: str) -> bool:
+    """`name` names a local folder that is not there: it looks like a path, or `a/b` where
+    `a` is a local folder, or the hub is offline and its cache does not hold it either.
+    (Otherwise `a/b` goes to the hub, which retries for most of a minute before failing.)"""
+    path = Path(name).expanduser()
+    if path.exists():
+        return False
+    parent = path.parent
+    return (
+        looks_local(name)
+        or (str(parent) not in ("", ".") and parent.is_dir())
+        or (_hub_offline() and not _in_hub_cache(name))
+    )
+
+
 def check_model_source(name: str, what: str = "model", key: str | None = None) -> None:
     """Refuse a local path that does not exist before transformers gives a long hub error;
     `key` (`reward_model`, `models[1]`) names the config key in the message."""
     path = Path(name).expanduser()
     where = f"{key}: " if key else ""
-    if looks_local(name) and not path.exists():
+    if _missing(name):
+        offline = (
+            " HF_HUB_OFFLINE is set and the hub cache does not hold it either."
+            if _hub_offline() and not looks_local(name)
+            else ""
+        )
         raise UserError(
             f"{where}{what} folder not found: {name} (a model is a local folder in HF format "
-            "or a hub name)."
+            f"or a hub name).{offline}"
         )
     if path.exists() and not path.is_dir():
         raise UserError(f"{where}{what} path {name} is a file; expected a folder in HF format.")
 
 
-def check_models(**models: ModelCfg | None) -> None:
-    """`check_model_source` of every model (and its own tokenizer) given by config key, before
+def score_kind(name: str) -> str | None:
+    """The `score_type` a beaver score model folder records (`reward`, `cost`, `critic`), or
+    None when `name` is not one (a causal LM, a hub name)."""
+    config = Path(name).expanduser() / CONFIG_FILE
+    if not config.is_file():
+        return None
+    return str(read_json(config).get("score_type", "unknown"))
+
+
+def check_role(name: str, role: Role, key: str | None = None) -> None:
+    """Refuse a local model folder of the wrong kind for `role`: a cost model given as the
+    reward model (PPO-Lag would then maximise harm), a score model as a causal LM (its
+    backbone would load with a tied head). Hub names are not checked (nothing to read)."""
+    where = key or "the model"
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return
+    kind = score_kind(name)
+    if role == "causal LM":
+        if kind is not None:
+            raise UserError(
+                f"{where}: {name} is a {kind} model (a beaver score model: it has "
+                f"{CONFIG_FILE}), but {where} must be a causal LM (an SFT or base model)."
+            )
+        return
+    train = f"train one with `{_TRAINED_BY[role]}`"
+    if kind is None:
+        what = "a causal LM" if (path / "config.json").is_file() else "not a beaver score model"
+        raise UserError(
+            f"{where}: {name} is {what} (it has no {CONFIG_FILE}), but {where} must be a "
+            f"{role} model; {train}."
+        )
+    if kind != role:
+        raise UserError(
+            f"{where}: {name} is a {kind} model ({CONFIG_FILE} says score_type {kind}), but "
+            f"{where} must be a {role} model; {train}."
+        )
+
+
+def check_models(role: Role | None, **models: ModelCfg | None) -> None:
+    """`check_model_source` of every model (and its own tokenizer) given by config key, and
+    `check_role` when the keys have a `role` (None: any model, e.g. a critic's start), before
     anything loads."""
     for key, model in models.items():
         if model is not None:
             check_model_source(model.name_or_path, key=key)
             if model.tokenizer is not None:
                 check_model_source(model.tokenizer, "tokenizer", key=f"{key}.tokenizer")
+            if role is not None:
+                check_role(model.name_or_path, role, key)
 
 
 def _from_pretrained(
@@ -69,6 +154,17 @@ def _from_pretrained(
         return loader.from_pretrained(
             str(Path(name).expanduser()), trust_remote_code=trust_remote_code, **kwargs
         )
+    except SafetensorError as err:  # a file cut short (a copy or a download interrupted)
+        raise UserError(
+            f"cannot load {what} {name!r}: a .safetensors file in it is damaged or incomplete "
+            f"({' '.join(str(err).split())}); copy or save the model again."
+        ) from None
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met more than tensors
+        raise UserError(
+            f"cannot load {what} {name!r}: its pickled weights file (.bin) holds more than "
+            "tensors, so it was not loaded (unpickling it could run code). Convert it to "
+            "safetensors where you trust it, or use a copy in safetensors format."
+        ) from None
     except (OSError, ValueError, KeyError) as err:
         text = str(err)
         if "trust_remote_code" in text and not trust_remote_code:
@@ -151,8 +247,11 @@ def load_pretrained(
 def load_causal_lm(
     model_cfg: ModelCfg, dtype: torch.dtype, deepspeed: DeepSpeedSpec | None = None
 ) -> nn.Module:
-    """A causal LM (`AutoModelForCausalLM`); partitioned when `deepspeed` is ZeRO-3."""
+    """A causal LM (`AutoModelForCausalLM`); partitioned when `deepspeed` is ZeRO-3. A score
+    model is refused (its backbone would load, with a tied head)."""
     from transformers import AutoModelForCausalLM
+
+    check_role(model_cfg.name_or_path, "causal LM")
 
     return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, deepspeed)
 

@@ -17,6 +17,7 @@ from beaver.config.sections import ModelCfg
 from beaver.data.templates import Template, encode_answer, format_prompt, resolve_template
 from beaver.models.forward import score_token_lists
 from beaver.models.inference import inference_score_model, inference_tokenizer
+from beaver.models.loading import Role
 from beaver.models.score import ScoreModel
 
 Message = dict[str, str]
@@ -38,10 +39,16 @@ class LoadedScoreModel:
 
     @classmethod
     def load(
-        cls, model: ModelCfg, template: Template = "auto", normalize: bool = False
+        cls,
+        model: ModelCfg,
+        template: Template = "auto",
+        normalize: bool = False,
+        role: Role | None = None,
     ) -> LoadedScoreModel:
-        tokenizer = inference_tokenizer(model, side="right")
-        return cls(inference_score_model(model), tokenizer, template, normalize)
+        """`role` (`reward`, `cost`): refuse a score model of another kind."""
+        key = f"{role}_model" if role else None
+        model_ = inference_score_model(model, role=role, key=key)
+        return cls(model_, inference_tokenizer(model, side="right"), template, normalize)
 
     def encode(self, messages: list[Message], response: str) -> list[int]:
         """Token ids of prompt + response + EOS, as in the score model's training pairs."""
@@ -79,10 +86,10 @@ class Scorer:
         template: Template = "auto",
         normalize: bool = False,
     ) -> Scorer:
-        def one(model: ModelCfg | None) -> LoadedScoreModel | None:
-            return LoadedScoreModel.load(model, template, normalize) if model else None
+        def one(model: ModelCfg | None, role: Role) -> LoadedScoreModel | None:
+            return LoadedScoreModel.load(model, template, normalize, role) if model else None
 
-        return cls(one(reward_model), one(cost_model))
+        return cls(one(reward_model, "reward"), one(cost_model, "cost"))
 
     @property
     def active(self) -> bool:

@@ -288,8 +288,9 @@ def read_terminal_line(stream: TextIO, poll_s: float = 0.1) -> str | None:
 
 def load_session(cfg: ChatConfig, labels: list[str] | None, console: Console) -> ChatSession:
     """Load every model of `cfg.models` (with a status line on stderr)."""
-    check_models(**{f"models[{i}]": m for i, m in enumerate(cfg.models)})
-    check_models(reward_model=cfg.reward_model, cost_model=cfg.cost_model)
+    check_models("causal LM", **{f"models[{i}]": m for i, m in enumerate(cfg.models)})
+    check_models("reward", reward_model=cfg.reward_model)
+    check_models("cost", cost_model=cfg.cost_model)
     labels = labels or unique_labels([m.name_or_path for m in cfg.models])
     bots = []
     for label, model in zip(labels, cfg.models, strict=True):

@@ -287,7 +287,7 @@ def run(cfg: DPOConfig) -> None:
     from beaver.data import make_datasets
 
     reference = cfg.reference or cfg.model
-    check_models(model=cfg.model, reference=reference)
+    check_models("causal LM", model=cfg.model, reference=reference)
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.model)
     method = METHODS[cfg.algorithm]

@@ -218,8 +218,12 @@ def _cycle(loader: Any) -> Any:
 def run(cfg: PPOConfig) -> None:
     from beaver.data import build_dataset
 
-    check_models(actor=cfg.actor, reward_model=cfg.reward_model, cost_model=cfg.cost_model,
-                 reward_critic=cfg.reward_critic, cost_critic=cfg.cost_critic)  # fmt: skip
+    # Each model of the kind its key needs, before anything loads (a cost model as the
+    # reward model would train the actor to maximise harm); critics may start from any model.
+    check_models("causal LM", actor=cfg.actor)
+    check_models("reward", reward_model=cfg.reward_model)
+    check_models("cost", cost_model=cfg.cost_model)
+    check_models(None, reward_critic=cfg.reward_critic, cost_critic=cfg.cost_critic)
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.actor, padding_side="left")
     prompts = build_dataset("prompt_only", cfg.data.train, cfg.data, tokenizer, "training")

@@ -25,7 +25,7 @@ from beaver.engine.loop import StepResult
 from beaver.engine.run import start_run
 from beaver.engine.stage import train_one_model
 from beaver.models.loading import (
-    check_model_source,
+    check_models,
     dtype_of,
     fit_embeddings,
     load_causal_lm,
@@ -98,7 +98,7 @@ def evaluate(engine: Any, loader: Any) -> dict[str, float]:
 def run(cfg: SFTConfig) -> None:
     from beaver.data import make_datasets
 
-    check_model_source(cfg.model.name_or_path)
+    check_models("causal LM", model=cfg.model)
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.model)
 
