@@ -53,6 +53,11 @@ eval_app = typer.Typer(
     help="Evaluate models: arena, gpt4, bigbench, toyworld, score (rm, cm).", no_args_is_help=True
 )
 data_app = typer.Typer(help="Look at datasets as the model will see them.", no_args_is_help=True)
+configs_app = typer.Typer(
+    help="The configs that ship with beaver: list them (no subcommand), show one, copy one out "
+    "to edit. `--config NAME` takes a file, else one of these names (`toy/sft`, `ppo-lag`).",
+    invoke_without_command=True,
+)
 
 err_console = plain_console(stderr=True)
 
@@ -188,6 +193,76 @@ _CHAT = Command("chat", "serve.chat", ChatConfig, "")
 _ARENA = Command("arena", "serve.arena", ChatConfig, "")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
+app.add_typer(configs_app, name="configs")
+
+
+@configs_app.callback()
+def configs_list(ctx: typer.Context) -> None:
+    """List the built-in configs, each with the first line of its header comment."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from beaver.config.builtin import builtin_names, describe
+
+    names = builtin_names()
+    width = max(map(len, names))
+    for name in names:
+        typer.echo(f"{name:<{width}}  {describe(name)}".rstrip())
+
+
+ConfigName = Annotated[str, typer.Argument(help="Built-in config name, e.g. toy/sft or ppo-lag.")]
+
+
+@configs_app.command("show")
+def configs_show(name: ConfigName) -> None:
+    """Print a built-in config."""
+    from beaver.config.builtin import builtin_or_error
+
+    with user_errors():
+        typer.echo(builtin_or_error(name).read_text(), nl=False)
+
+
+@configs_app.command("copy")
+def configs_copy(
+    name: ConfigName,
+    dest: Annotated[
+        Path | None, typer.Argument(help="File or folder to copy to (default: here).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Copy a built-in config out to edit it (then: `beaver CMD --config FILE`)."""
+    from beaver.config.builtin import copy_builtin
+
+    with user_errors():
+        typer.echo(f"wrote {copy_builtin(name, dest, force)}")
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder to write the demo's runs to.")
+    ] = Path("output/demo"),
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="DPO, SafeDPO, SACPO and P-SACPO beside PPO-Lag, with each method's cost "
+            "(reuses an earlier demo's world, SFT, reward and cost models in the same folder).",
+        ),
+    ] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="A tiny world and a few steps per stage: checks that it runs, in "
+            "minutes; learns nothing to speak of.",
+        ),
+    ] = False,
+) -> None:
+    """The toy-world pipeline from the built-in toy configs, ending with the judge's table."""
+    from beaver.demo import run as run_demo
+
+    with user_errors():
+        run_demo(output, offline=offline, quick=quick)
 
 
 @app.command()
