@@ -165,10 +165,13 @@ COMMANDS: tuple[tuple[typer.Typer, Command], ...] = (
     (app, Command("merge", "models.merge", MergeConfig,
                   "Merge models linearly (P-SACPO): weights in, a plain HF model out.")),
     (eval_app, Command("arena", "eval.arena", EvalArenaConfig,
-                       "Red vs blue on a prompt dataset, scored by reward and cost models.")),
+                       "Red vs blue on a prompt dataset, scored by reward and cost models. "
+                       "Sampling: `generation.*`, else each model's generation_config, else "
+                       "greedy.")),
     (eval_app, Command("gpt4", "eval.gpt4", EvalGPT4Config,
                        "Pairwise judging by an OpenAI-compatible chat API (key from "
-                       "$OPENAI_API_KEY).")),
+                       "$OPENAI_API_KEY). Sampling: `generation.*`, else each model's "
+                       "generation_config, else greedy.")),
     (eval_app, Command("bigbench", "eval.bigbench", EvalBigBenchConfig,
                        "BIG-bench tasks from their JSON task files.")),
     (eval_app, Command("toyworld", "eval.toyworld", ToyEvalConfig,
@@ -300,7 +303,11 @@ def chat(
     overrides: OverridesArg = None,
     print_config: PrintOpt = False,
 ) -> None:
-    """Chat with one or several models side by side in the terminal."""
+    """Chat with one or several models side by side in the terminal.
+
+    Sampling: `generation.*` as given; an option left unset is the model's own (its
+    generation_config, when it sets do_sample), else beaver's chat defaults: temperature 0.7,
+    top-p 0.9 (as configs/chat.yaml)."""
     _run(_CHAT, config, overrides, print_config, defaults={"models": model} if model else None)
 
 
@@ -312,7 +319,10 @@ def arena(
     overrides: OverridesArg = None,
     print_config: PrintOpt = False,
 ) -> None:
-    """Red vs blue: two models answer each prompt side by side, optionally scored live."""
+    """Red vs blue: two models answer each prompt side by side, optionally scored live.
+
+    Sampling as in `beaver chat`: `generation.*` as given, else each model's generation_config,
+    else temperature 0.7, top-p 0.9."""
     models = [m for m in (red, blue) if m]
     _run(_ARENA, config, overrides, print_config, defaults={"models": models} if models else None)
 

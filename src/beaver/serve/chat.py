@@ -23,10 +23,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from beaver.config import ChatConfig
+from beaver.config import ChatConfig, SamplingCfg
+from beaver.config.evaluation import CHAT_SAMPLING
 from beaver.console import plain_console
 from beaver.data.templates import resolve_template
 from beaver.errors import UserError
+from beaver.models.generation import describe_sampling, resolve_sampling
 from beaver.models.inference import inference_lm, inference_tokenizer
 from beaver.models.loading import check_models
 from beaver.models.scorer import Scorer
@@ -63,6 +65,13 @@ class ChatUI:
         self.stdin = stdin or sys.stdin
         self.interactive = self.stdin.isatty()
         self.side_by_side = len(session.bots) > 1 and console.is_terminal and cfg.stream
+        # Each model samples as the config says, else as its generation_config does, else with
+        # beaver's chat defaults (an unset temperature of 1.0 reads as nonsense on small models).
+        self.sampling: dict[str, SamplingCfg] = {}
+        self.sampling_source: dict[str, str] = {}
+        for bot in session.bots:
+            resolved, source = resolve_sampling(cfg.generation, bot.model, CHAT_SAMPLING)
+            self.sampling[bot.label], self.sampling_source[bot.label] = resolved, source
 
     # --- input -------------------------------------------------------------------------
     def read_turn(self) -> str | None:
@@ -126,6 +135,9 @@ class ChatUI:
                 ("beaver chat", "bold"), f" with {names}. /help for commands, /exit to leave."
             )
         )
+        for label, gen in self.sampling.items():
+            line = f"  {label}: {describe_sampling(gen)} (from {self.sampling_source[label]})"
+            self.console.print(Text(line, style="dim"))
 
     def help(self) -> None:
         table = Table(show_header=False, box=None)
@@ -174,7 +186,7 @@ class ChatUI:
             self.session.add_answer(bot, text)
 
     def _stream(self, bot: Bot, on_piece: Callable[[str], None]) -> str:
-        gen = self.cfg.generation
+        gen = self.sampling[bot.label]
         ids, dropped = bot.prompt_ids(self.session.template, gen.max_new_tokens)
         if dropped:
             self.console.print(
