@@ -232,7 +232,7 @@ class EvalBigBenchConfig(Section):
         return self
 
 
-class ChatConfig(Section):
+class ChatConfig(PromptColumns):
     """`beaver chat` / `beaver arena`: talk to one or several models in the terminal."""
 
     models: list[ModelCfg] = Field(default_factory=list)
@@ -250,6 +250,12 @@ class ChatConfig(Section):
     """Prompt format (see `data.template`)."""
     stream: bool = True
     """Print tokens as they are generated."""
+    prompts: str | None = None
+    """Instead of typed turns: every prompt of this source (a file or dataset spec, as in
+    `eval arena`; see `prompt_column`, `category_column`) as a fresh one-turn conversation,
+    answered (and scored) in turn, then exit."""
+    max_prompts: int | None = Field(None, gt=0)
+    """With `prompts`: only the first N."""
 
 
 class ToyEvalConfig(Section):

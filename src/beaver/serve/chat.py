@@ -111,6 +111,17 @@ class ChatUI:
             else:
                 self.run_command(command)
 
+    def play(self, rows: list[dict[str, object]]) -> None:
+        """Each prompt row as a fresh one-turn conversation (a red-team set, side by side)."""
+        self.banner()
+        for i, row in enumerate(rows, start=1):
+            self.session.reset()
+            category = f" ({row['category']})" if row.get("category") is not None else ""
+            self.console.print(Text(f"[{i}/{len(rows)}]{category}", style="dim"))
+            self.console.print(Text.assemble(("you> ", "bold green"), str(row["prompt"])))
+            self.session.add_user(str(row["prompt"]))
+            self.answer()
+
     # --- commands ----------------------------------------------------------------------
     def run_command(self, command: str) -> None:
         actions: dict[str, Callable[[], None]] = {
@@ -315,6 +326,11 @@ def run_chat(cfg: ChatConfig, labels: list[str] | None = None) -> None:
     """Load the models (and score models), then chat until /exit or end of input."""
     console = plain_console()
     status = plain_console(stderr=True)
+    rows = None  # a prompt source instead of typed turns: read (and checked) before any model
+    if cfg.prompts is not None:
+        from beaver.eval.files import load_prompts
+
+        rows = load_prompts(cfg.prompts, cfg.max_prompts, cfg.prompt_column, cfg.category_column)
     session = load_session(cfg, labels, status)
     for bot in session.bots:  # a clear error for `template=chat` now, not at the first turn
         resolve_template(bot.tokenizer, cfg.template)
@@ -322,7 +338,11 @@ def run_chat(cfg: ChatConfig, labels: list[str] | None = None) -> None:
     if cfg.reward_model or cfg.cost_model:
         with status.status("loading score models"):
             scorer = Scorer.load(cfg.reward_model, cfg.cost_model, cfg.template)
-    ChatUI(session, cfg, scorer, console).loop()
+    ui = ChatUI(session, cfg, scorer, console)
+    if rows is None:
+        ui.loop()
+    else:
+        ui.play(rows)
 
 
 def run(cfg: ChatConfig) -> None:
