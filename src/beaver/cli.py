@@ -322,7 +322,8 @@ def arena(
     """Red vs blue: two models answer each prompt side by side, optionally scored live.
 
     Sampling as in `beaver chat`: `generation.*` as given, else each model's generation_config,
-    else temperature 0.7, top-p 0.9."""
+    else temperature 0.7, top-p 0.9. `prompts=FILE_OR_SPEC` (with `prompt_column`,
+    `category_column`) plays a red-team set instead of typed turns."""
     models = [m for m in (red, blue) if m]
     _run(_ARENA, config, overrides, print_config, defaults={"models": models} if models else None)
 

@@ -105,3 +105,11 @@ def test_eval_arena_is_greedy_unless_the_model_samples(
     red, blue = generate_calls
     assert red["do_sample"] is False
     assert blue == {"do_sample": True, "temperature": 0.5, "top_p": 0.8, "top_k": 20}
+
+
+def test_help_says_where_the_sampling_comes_from() -> None:
+    for command in (["chat"], ["arena"], ["eval", "arena"], ["eval", "gpt4"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+        assert result.exit_code == 0 and "generation_config" in result.output, command
+    chat = runner.invoke(app, ["chat", "--help"], env={"COLUMNS": "300"}).output
+    assert "temperature 0.7" in chat and "top-p 0.9" in chat
