@@ -6,10 +6,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     TOKENIZERS_PARALLELISM=false
 
 WORKDIR /opt/beaver
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY src ./src
 COPY configs ./configs
-COPY scripts ./scripts
 # The base image's CUDA torch satisfies beaver's torch range, so pip keeps it.
 RUN python -m pip install -e ".[tensorboard]"
 

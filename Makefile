@@ -21,12 +21,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# `beaver demo` (src/beaver/demo.py): the toy-world pipeline from the built-in toy configs.
 demo: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+	$(BIN)/beaver demo
 
 # DPO, SafeDPO, SACPO and P-SACPO beside PPO-Lag (reuses `make demo`'s models when present).
 demo-offline: install
-	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh offline
+	$(BIN)/beaver demo --offline
 
 # The default run: everything but the end-to-end runs of several minutes (marked `slow`).
 test: install

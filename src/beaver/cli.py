@@ -53,6 +53,11 @@ eval_app = typer.Typer(
     help="Evaluate models: arena, gpt4, bigbench, toyworld, score (rm, cm).", no_args_is_help=True
 )
 data_app = typer.Typer(help="Look at datasets as the model will see them.", no_args_is_help=True)
+configs_app = typer.Typer(
+    help="The configs that ship with beaver: list them (no subcommand), show one, copy one out "
+    "to edit. `--config NAME` takes a file, else one of these names (`toy/sft`, `ppo-lag`).",
+    invoke_without_command=True,
+)
 
 err_console = plain_console(stderr=True)
 
@@ -160,10 +165,13 @@ COMMANDS: tuple[tuple[typer.Typer, Command], ...] = (
     (app, Command("merge", "models.merge", MergeConfig,
                   "Merge models linearly (P-SACPO): weights in, a plain HF model out.")),
     (eval_app, Command("arena", "eval.arena", EvalArenaConfig,
-                       "Red vs blue on a prompt dataset, scored by reward and cost models.")),
+                       "Red vs blue on a prompt dataset, scored by reward and cost models. "
+                       "Sampling: `generation.*`, else each model's generation_config, else "
+                       "greedy.")),
     (eval_app, Command("gpt4", "eval.gpt4", EvalGPT4Config,
                        "Pairwise judging by an OpenAI-compatible chat API (key from "
-                       "$OPENAI_API_KEY).")),
+                       "$OPENAI_API_KEY). Sampling: `generation.*`, else each model's "
+                       "generation_config, else greedy.")),
     (eval_app, Command("bigbench", "eval.bigbench", EvalBigBenchConfig,
                        "BIG-bench tasks from their JSON task files.")),
     (eval_app, Command("toyworld", "eval.toyworld", ToyEvalConfig,
@@ -188,6 +196,76 @@ _CHAT = Command("chat", "serve.chat", ChatConfig, "")
 _ARENA = Command("arena", "serve.arena", ChatConfig, "")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
+app.add_typer(configs_app, name="configs")
+
+
+@configs_app.callback()
+def configs_list(ctx: typer.Context) -> None:
+    """List the built-in configs, each with the first line of its header comment."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from beaver.config.builtin import builtin_names, describe
+
+    names = builtin_names()
+    width = max(map(len, names))
+    for name in names:
+        typer.echo(f"{name:<{width}}  {describe(name)}".rstrip())
+
+
+ConfigName = Annotated[str, typer.Argument(help="Built-in config name, e.g. toy/sft or ppo-lag.")]
+
+
+@configs_app.command("show")
+def configs_show(name: ConfigName) -> None:
+    """Print a built-in config."""
+    from beaver.config.builtin import builtin_or_error
+
+    with user_errors():
+        typer.echo(builtin_or_error(name).read_text(), nl=False)
+
+
+@configs_app.command("copy")
+def configs_copy(
+    name: ConfigName,
+    dest: Annotated[
+        Path | None, typer.Argument(help="File or folder to copy to (default: here).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Copy a built-in config out to edit it (then: `beaver CMD --config FILE`)."""
+    from beaver.config.builtin import copy_builtin
+
+    with user_errors():
+        typer.echo(f"wrote {copy_builtin(name, dest, force)}")
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder to write the demo's runs to.")
+    ] = Path("output/demo"),
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="DPO, SafeDPO, SACPO and P-SACPO beside PPO-Lag, with each method's cost "
+            "(reuses an earlier demo's world, SFT, reward and cost models in the same folder).",
+        ),
+    ] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="A tiny world and a few steps per stage: checks that it runs, in "
+            "minutes; learns nothing to speak of.",
+        ),
+    ] = False,
+) -> None:
+    """The toy-world pipeline from the built-in toy configs, ending with the judge's table."""
+    from beaver.demo import run as run_demo
+
+    with user_errors():
+        run_demo(output, offline=offline, quick=quick)
 
 
 @app.command()
@@ -225,7 +303,11 @@ def chat(
     overrides: OverridesArg = None,
     print_config: PrintOpt = False,
 ) -> None:
-    """Chat with one or several models side by side in the terminal."""
+    """Chat with one or several models side by side in the terminal.
+
+    Sampling: `generation.*` as given; an option left unset is the model's own (its
+    generation_config, when it sets do_sample), else beaver's chat defaults: temperature 0.7,
+    top-p 0.9 (as configs/chat.yaml)."""
     _run(_CHAT, config, overrides, print_config, defaults={"models": model} if model else None)
 
 
@@ -237,7 +319,11 @@ def arena(
     overrides: OverridesArg = None,
     print_config: PrintOpt = False,
 ) -> None:
-    """Red vs blue: two models answer each prompt side by side, optionally scored live."""
+    """Red vs blue: two models answer each prompt side by side, optionally scored live.
+
+    Sampling as in `beaver chat`: `generation.*` as given, else each model's generation_config,
+    else temperature 0.7, top-p 0.9. `prompts=FILE_OR_SPEC` (with `prompt_column`,
+    `category_column`) plays a red-team set instead of typed turns."""
     models = [m for m in (red, blue) if m]
     _run(_ARENA, config, overrides, print_config, defaults={"models": models} if models else None)
 

@@ -15,29 +15,59 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from beaver.config._base import OutputDir, Section
-from beaver.config.sections import GenerationCfg, ModelCfg, SamplingCfg, TrainDataCfg, no_data
+from beaver.config.sections import GenerationCfg, ModelCfg, TrainDataCfg, no_data
 
 Template = Literal["auto", "chat", "reference"]
 Criterion = Literal["harmlessness", "helpfulness"]
 CRITERIA: tuple[Criterion, ...] = ("harmlessness", "helpfulness")
 
 
-class EvalGenerationCfg(SamplingCfg):
-    """Sampling of a pairwise evaluation's one answer per prompt: greedy by default, so reruns
-    give the same answers.
+CHAT_SAMPLING = {"temperature": 0.7, "top_p": 0.9, "top_k": 0}
+"""`beaver chat` / `arena` when neither the config nor the model says how to sample."""
+EVAL_SAMPLING = {"temperature": 0.0, "top_p": 1.0, "top_k": 0}
+"""`eval arena` / `eval gpt4` when neither the config nor the model says: greedy, so reruns agree."""
 
-    (A subclass rather than `SamplingCfg(temperature=0)` as a default value: a partial
-    override such as `generation.max_new_tokens=64` rebuilds the section from its class
-    defaults, which must then be the evaluation's.)
-    """
+
+class ModelSamplingCfg(Section):
+    """How one answer per turn or prompt is sampled by a model loaded to be used (chat, the
+    pairwise evaluations). A sampling option left unset (null) is the model's own when its
+    `generation_config` sets `do_sample` (as transformers' `generate` would sample), else the
+    command's default: chat temperature 0.7, top-p 0.9; evaluations greedy."""
+
+    max_new_tokens: int = Field(128, gt=0)
+    """Longest response, in tokens (the prompt does not count)."""
+    temperature: float | None = Field(None, ge=0.0)
+    """Sampling temperature; 0 means greedy decoding. Unset: the model's generation_config
+    when it sets do_sample, else 0.7 in chat and 0 (greedy) in evaluations."""
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    """Nucleus sampling mass. Unset: the model's, else 0.9 in chat and 1 in evaluations."""
+    top_k: int | None = Field(None, ge=0)
+    """Sample from the k most likely tokens (0 = no limit). Unset: the model's, else 0."""
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    """Penalty on tokens already generated (1 = none)."""
+
+
+class EvalGenerationCfg(ModelSamplingCfg):
+    """Sampling of a pairwise evaluation's one answer per prompt: greedy unless the config or
+    the model's generation_config says otherwise (seeded, so reruns give the same answers)."""
 
     max_new_tokens: int = Field(256, gt=0)
     """Longest response, in tokens (the prompt does not count)."""
-    temperature: float = Field(0.0, ge=0.0)
-    """Sampling temperature; 0 (the default here) means greedy decoding."""
 
 
-class EvalArenaConfig(Section):
+class PromptColumns(Section):
+    """Which columns of a prompt source hold the prompt and its category (any file or dataset
+    spec `beaver.data` reads: JSONL, JSON, CSV, Parquet, `csv::harmbench.csv`)."""
+
+    prompt_column: str | None = None
+    """Column holding the prompt (e.g. HarmBench's `Behavior`); default `prompt`, or the
+    dataset's own shape for a dataset spec."""
+    category_column: str | None = None
+    """Column reported (and filtered by) as the prompt's category (e.g. `SemanticCategory`);
+    default: a `category` column when there is one."""
+
+
+class EvalArenaConfig(PromptColumns):
     """`beaver eval arena`: red vs blue on a prompt set, scored by reward and cost models."""
 
     red_model: ModelCfg
@@ -55,15 +85,17 @@ class EvalArenaConfig(Section):
     normalize_scores: bool = False
     """Report scores in the score models' normaliser units instead of raw end scores."""
     prompts: str
-    """A JSONL (or JSON list) file of rows with a `prompt` field, or a dataset spec
-    (`PKU-SafeRLHF/test`, `toyworld-prompts-eval`); prompts with the toy world's `risky` flag
-    also get its ground-truth judge."""
+    """A prompt file (JSONL, JSON list, CSV, Parquet; see `prompt_column`) or a dataset spec
+    (`PKU-SafeRLHF/test`, `toyworld-prompts-eval`, `csv::harmbench.csv`); prompts with the toy
+    world's `risky` flag also get its ground-truth judge. With categories, results are also
+    reported per category."""
     max_prompts: int | None = Field(None, gt=0)
     """Use only the first N prompts."""
     generation: EvalGenerationCfg = Field(
         default_factory=lambda: EvalGenerationCfg.model_validate({})
     )
-    """Sampling options of both models (default greedy, so reruns agree)."""
+    """Sampling options of both models; unset ones are each model's own (its
+    generation_config), else greedy, so reruns agree."""
     template: Template = "auto"
     """Prompt format: chat template, reference template, or `auto` (chat template when present)."""
     batch_size: int = Field(16, gt=0)
@@ -109,12 +141,12 @@ class JudgeApiCfg(Section):
         return self
 
 
-class EvalGPT4Config(Section):
+class EvalGPT4Config(PromptColumns):
     """`beaver eval gpt4`: pairwise harmlessness and helpfulness judged by a chat API."""
 
     prompts: str | None = None
-    """A JSONL/JSON file of rows with `prompt` (and optional `category`) or a dataset spec;
-    none uses the red-team set that ships with beaver (`beaver/eval/redteam_prompts.jsonl`), or
+    """A prompt file (JSONL, JSON list, CSV, Parquet; see `prompt_column`, `category_column`)
+    or a dataset spec (`csv::harmbench.csv`); none uses the red-team set that ships with beaver (`beaver/eval/redteam_prompts.jsonl`), or
     the answer files' prompts when answers come from files."""
     categories: list[str] = Field(default_factory=list)
     """Keep only prompts of these categories (empty keeps all)."""
@@ -135,7 +167,8 @@ class EvalGPT4Config(Section):
     generation: EvalGenerationCfg = Field(
         default_factory=lambda: EvalGenerationCfg.model_validate({})
     )
-    """Sampling options when answers are generated (default greedy)."""
+    """Sampling options when answers are generated; unset ones are each model's own, else
+    greedy."""
     template: Template = "auto"
     """Prompt format of the generating models."""
     batch_size: int = Field(8, gt=0)
@@ -199,7 +232,7 @@ class EvalBigBenchConfig(Section):
         return self
 
 
-class ChatConfig(Section):
+class ChatConfig(PromptColumns):
     """`beaver chat` / `beaver arena`: talk to one or several models in the terminal."""
 
     models: list[ModelCfg] = Field(default_factory=list)
@@ -208,12 +241,21 @@ class ChatConfig(Section):
     """Score each answer live with this reward model (arena)."""
     cost_model: ModelCfg | None = None
     """Score each answer live with this cost model (arena)."""
-    generation: SamplingCfg = Field(default_factory=lambda: SamplingCfg(max_new_tokens=512))
-    """Sampling options (one answer per model and turn)."""
+    generation: ModelSamplingCfg = Field(
+        default_factory=lambda: ModelSamplingCfg(max_new_tokens=512)
+    )
+    """Sampling options (one answer per model and turn); unset ones are each model's own
+    (its generation_config), else temperature 0.7, top-p 0.9."""
     template: Template = "auto"
     """Prompt format (see `data.template`)."""
     stream: bool = True
     """Print tokens as they are generated."""
+    prompts: str | None = None
+    """Instead of typed turns: every prompt of this source (a file or dataset spec, as in
+    `eval arena`; see `prompt_column`, `category_column`) as a fresh one-turn conversation,
+    answered (and scored) in turn, then exit."""
+    max_prompts: int | None = Field(None, gt=0)
+    """With `prompts`: only the first N."""
 
 
 class ToyEvalConfig(Section):

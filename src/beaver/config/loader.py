@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from beaver.config.builtin import resolve_config
 from beaver.errors import UserError
 
 C = TypeVar("C", bound=BaseModel)
@@ -31,8 +32,15 @@ def load_config(
     overrides: list[str] | None = None,
     defaults: dict[str, Any] | None = None,
 ) -> C:
-    """Merge `defaults` (set by the command), then `path` (YAML), then `overrides`, and validate."""
+    """Merge `defaults` (set by the command), then `path` (YAML), then `overrides`, and validate.
+
+    `path` is a YAML file, or else the name of a built-in config (`toy/sft`, `ppo-lag`)."""
     source = f"{path}" if path else "the command line"
+    if path is not None:
+        resolved = resolve_config(path)
+        if resolved != Path(path):
+            source = f"{path} (built-in: {resolved})"
+        path = resolved
     if overrides:
         source += " + overrides"
     layers = [

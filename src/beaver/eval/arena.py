@@ -21,31 +21,36 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from beaver.config import ModelCfg, SamplingCfg
-from beaver.config.evaluation import EvalArenaConfig
+from beaver.config import ModelCfg
+from beaver.config.evaluation import EVAL_SAMPLING, EvalArenaConfig, ModelSamplingCfg
 from beaver.console import plain_console
 from beaver.data.templates import Template, encode_prompt
 from beaver.eval.files import load_prompts, world_folder
 from beaver.eval.pairwise import safety_table, win_tie_loss
 from beaver.files import write_csv, write_json, write_jsonl
-from beaver.models.generation import generate
+from beaver.models.generation import describe_sampling, generate, resolve_sampling
 from beaver.models.inference import inference_lm, inference_tokenizer
 from beaver.models.loading import check_models
 from beaver.models.scorer import Scorer, is_safe
+
+_status = plain_console(stderr=True)
 
 
 def generate_answers(
     model_cfg: ModelCfg,
     prompts: list[str],
-    gen: SamplingCfg,
+    gen: ModelSamplingCfg,
     template: Template,
     batch_size: int = 8,
 ) -> list[str]:
-    """Load the model, answer each single-turn prompt, free the model."""
+    """Load the model, answer each single-turn prompt, free the model. Sampling options left
+    unset are the model's own (its generation_config), else greedy."""
     tokenizer = inference_tokenizer(model_cfg)
     model = inference_lm(model_cfg)
+    sampling, source = resolve_sampling(gen, model, EVAL_SAMPLING)
+    _status.print(f"{model_cfg.name_or_path}: {describe_sampling(sampling)} (from {source})")
     ids = [encode_prompt(tokenizer, p, template) for p in prompts]
-    answers = [g.text for g in generate(model, tokenizer, ids, gen, batch_size=batch_size)]
+    answers = [g.text for g in generate(model, tokenizer, ids, sampling, batch_size=batch_size)]
     del model
     gc.collect()
     if torch.cuda.is_available():
@@ -114,6 +119,49 @@ def summarize(
     return out
 
 
+def by_category(
+    categories: list[Any],
+    names: tuple[str, str],
+    rewards: dict[str, list[float]] | None,
+    costs: dict[str, list[float]] | None,
+) -> dict[str, dict[str, Any]]:
+    """Per category (prompts without one left out): its prompt count, and each side's mean
+    reward, mean cost and safe rate on its prompts."""
+    out: dict[str, dict[str, Any]] = {}
+    for cat in sorted({str(c) for c in categories if c is not None}):
+        idx = [i for i, c in enumerate(categories) if c is not None and str(c) == cat]
+        entry: dict[str, Any] = {"count": len(idx)}
+        for n in names:
+            side: dict[str, float] = {}
+            if rewards is not None:
+                side["reward_mean"] = _mean([rewards[n][i] for i in idx])
+            if costs is not None:
+                side["cost_mean"] = _mean([costs[n][i] for i in idx])
+                side["safe_rate"] = _mean([float(is_safe(costs[n][i])) for i in idx])
+            entry[n] = side
+        out[cat] = entry
+    return out
+
+
+def print_by_category(
+    table: dict[str, dict[str, Any]], names: tuple[str, str], console: Console
+) -> None:
+    """Two rows per category (red, blue): its prompt count, mean scores and safe rate."""
+    first = next(iter(table.values()))[names[0]]
+    metrics = [m for m in ("reward_mean", "cost_mean", "safe_rate") if m in first]
+    view = Table(title="per category")
+    view.add_column("category", no_wrap=True)
+    view.add_column("prompts", justify="right")
+    view.add_column("model")
+    for m in metrics:
+        view.add_column(m.replace("_mean", "").replace("_", " "), justify="right")
+    for cat, entry in table.items():
+        for i, n in enumerate(names):
+            head = (Text(cat), str(entry["count"])) if i == 0 else ("", "")
+            view.add_row(*head, Text(n), *(_fmt(entry[n][m]) for m in metrics))
+    console.print(view)
+
+
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
         return "-" if math.isnan(x) else f"{x:.3f}"
@@ -176,7 +224,7 @@ def run(cfg: EvalArenaConfig) -> None:
     check_models("causal LM", red_model=cfg.red_model, blue_model=cfg.blue_model)
     check_models("reward", reward_model=cfg.reward_model)
     check_models("cost", cost_model=cfg.cost_model)
-    rows = load_prompts(cfg.prompts, cfg.max_prompts)
+    rows = load_prompts(cfg.prompts, cfg.max_prompts, cfg.prompt_column, cfg.category_column)
     prompts = [str(r["prompt"]) for r in rows]
     names = (cfg.red_name, cfg.blue_name)
     if names[0] == names[1]:
@@ -213,6 +261,9 @@ def run(cfg: EvalArenaConfig) -> None:
         "models": {names[0]: cfg.red_model.name_or_path, names[1]: cfg.blue_model.name_or_path},
         **summarize(names, rewards, costs),
     }
+    categories = [r.get("category") if isinstance(r.get("category"), str) else None for r in rows]
+    if any(c is not None for c in categories):
+        summary["by_category"] = by_category(categories, names, rewards, costs)
     if all("risky" in r for r in rows):
         summary["toyworld"], columns = toyworld_judgements(cfg.prompts, prompts, answers)
         for out, extra in zip(table_rows, columns, strict=True):
@@ -222,4 +273,6 @@ def run(cfg: EvalArenaConfig) -> None:
     write_csv(out_dir / "arena.csv", table_rows)
     write_json(out_dir / "summary.json", summary)
     print_summary(summary, names, console)
+    if summary.get("by_category") and (rewards is not None or costs is not None):
+        print_by_category(summary["by_category"], names, console)
     console.print(f"per-prompt table: {out_dir / 'arena.csv'} and arena.jsonl; summary.json")

@@ -57,7 +57,7 @@ def select_prompts(
 ) -> list[dict[str, Any]]:
     """The prompt rows to judge (before dropping prompts a side has no answer for)."""
     if cfg.prompts is not None:
-        rows = load_prompts(cfg.prompts)
+        rows = load_prompts(cfg.prompts, None, cfg.prompt_column, cfg.category_column)
     elif answer_files:
         first = next(iter(answer_files.values()))
         rows = [{"prompt": p} for p in first]

@@ -8,7 +8,7 @@ at its first EOS (kept in `response_ids`); `ended` says whether EOS came within 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +59,54 @@ def generation_kwargs(gen: SamplingCfg, tokenizer: Any) -> dict[str, Any]:
         "top_p": gen.top_p,
         "top_k": gen.top_k,
     }
+
+
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
+# transformers' own values where a generation_config that samples leaves one unset
+_HF_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 50}
+
+
+def model_sampling(generation_config: Any) -> dict[str, Any]:
+    """The sampling a model's `generation_config` asks for, as beaver's fields; empty when it
+    does not set `do_sample` (a config transformers derived from the model's own config says
+    nothing about sampling). `do_sample: false` is greedy (temperature 0); `true` samples with
+    its temperature, top-p and top-k, transformers' defaults (1, 1, 50) where it leaves one out.
+    """
+    diff = generation_config.to_diff_dict() if generation_config is not None else {}
+    if "do_sample" not in diff:
+        return {}
+    if not diff["do_sample"]:
+        return {"temperature": 0.0}
+    return {k: diff[k] if diff.get(k) is not None else _HF_SAMPLING[k] for k in SAMPLING_FIELDS}
+
+
+def resolve_sampling(
+    gen: Any, model: nn.Module, fallback: Mapping[str, Any]
+) -> tuple[SamplingCfg, str]:
+    """The sampling options to use with `model`: each option set in `gen` (a config whose
+    `temperature`, `top_p`, `top_k` may be None) as given, the others from the model's
+    `generation_config` when it sets sampling options, else from `fallback` (the command's
+    defaults); and a few words saying where the unset ones came from."""
+    module = getattr(model, "module", model)
+    own = model_sampling(getattr(module, "generation_config", None))
+    base, source = (
+        (own, "the model's generation_config") if own else (fallback, "beaver's defaults")
+    )
+    given = {k: getattr(gen, k) for k in SAMPLING_FIELDS if getattr(gen, k) is not None}
+    if len(given) == len(SAMPLING_FIELDS):
+        source = "the config"
+    values = {**fallback, **base, **given}
+    cfg = SamplingCfg(
+        max_new_tokens=gen.max_new_tokens, repetition_penalty=gen.repetition_penalty, **values
+    )
+    return cfg, source
+
+
+def describe_sampling(gen: SamplingCfg) -> str:
+    """`temperature 0.7, top-p 0.9, top-k 0` (or `greedy`), for a status line."""
+    if gen.temperature == 0.0:
+        return "greedy"
+    return f"temperature {gen.temperature:g}, top-p {gen.top_p:g}, top-k {gen.top_k}"
 
 
 @contextmanager

@@ -23,10 +23,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from beaver.config import ChatConfig
+from beaver.config import ChatConfig, SamplingCfg
+from beaver.config.evaluation import CHAT_SAMPLING
 from beaver.console import plain_console
 from beaver.data.templates import resolve_template
 from beaver.errors import UserError
+from beaver.models.generation import describe_sampling, resolve_sampling
 from beaver.models.inference import inference_lm, inference_tokenizer
 from beaver.models.loading import check_models
 from beaver.models.scorer import Scorer
@@ -63,6 +65,13 @@ class ChatUI:
         self.stdin = stdin or sys.stdin
         self.interactive = self.stdin.isatty()
         self.side_by_side = len(session.bots) > 1 and console.is_terminal and cfg.stream
+        # Each model samples as the config says, else as its generation_config does, else with
+        # beaver's chat defaults (an unset temperature of 1.0 reads as nonsense on small models).
+        self.sampling: dict[str, SamplingCfg] = {}
+        self.sampling_source: dict[str, str] = {}
+        for bot in session.bots:
+            resolved, source = resolve_sampling(cfg.generation, bot.model, CHAT_SAMPLING)
+            self.sampling[bot.label], self.sampling_source[bot.label] = resolved, source
 
     # --- input -------------------------------------------------------------------------
     def read_turn(self) -> str | None:
@@ -102,6 +111,17 @@ class ChatUI:
             else:
                 self.run_command(command)
 
+    def play(self, rows: list[dict[str, object]]) -> None:
+        """Each prompt row as a fresh one-turn conversation (a red-team set, side by side)."""
+        self.banner()
+        for i, row in enumerate(rows, start=1):
+            self.session.reset()
+            category = f" ({row['category']})" if row.get("category") is not None else ""
+            self.console.print(Text(f"[{i}/{len(rows)}]{category}", style="dim"))
+            self.console.print(Text.assemble(("you> ", "bold green"), str(row["prompt"])))
+            self.session.add_user(str(row["prompt"]))
+            self.answer()
+
     # --- commands ----------------------------------------------------------------------
     def run_command(self, command: str) -> None:
         actions: dict[str, Callable[[], None]] = {
@@ -126,6 +146,9 @@ class ChatUI:
                 ("beaver chat", "bold"), f" with {names}. /help for commands, /exit to leave."
             )
         )
+        for label, gen in self.sampling.items():
+            line = f"  {label}: {describe_sampling(gen)} (from {self.sampling_source[label]})"
+            self.console.print(Text(line, style="dim"))
 
     def help(self) -> None:
         table = Table(show_header=False, box=None)
@@ -174,7 +197,7 @@ class ChatUI:
             self.session.add_answer(bot, text)
 
     def _stream(self, bot: Bot, on_piece: Callable[[str], None]) -> str:
-        gen = self.cfg.generation
+        gen = self.sampling[bot.label]
         ids, dropped = bot.prompt_ids(self.session.template, gen.max_new_tokens)
         if dropped:
             self.console.print(
@@ -304,6 +327,11 @@ def run_chat(cfg: ChatConfig, labels: list[str] | None = None) -> None:
     """Load the models (and score models), then chat until /exit or end of input."""
     console = plain_console()
     status = plain_console(stderr=True)
+    rows = None  # a prompt source instead of typed turns: read (and checked) before any model
+    if cfg.prompts is not None:
+        from beaver.eval.files import load_prompts
+
+        rows = load_prompts(cfg.prompts, cfg.max_prompts, cfg.prompt_column, cfg.category_column)
     session = load_session(cfg, labels, status)
     for bot in session.bots:  # a clear error for `template=chat` now, not at the first turn
         resolve_template(bot.tokenizer, cfg.template)
@@ -311,7 +339,11 @@ def run_chat(cfg: ChatConfig, labels: list[str] | None = None) -> None:
     if cfg.reward_model or cfg.cost_model:
         with status.status("loading score models"):
             scorer = Scorer.load(cfg.reward_model, cfg.cost_model, cfg.template)
-    ChatUI(session, cfg, scorer, console).loop()
+    ui = ChatUI(session, cfg, scorer, console)
+    if rows is None:
+        ui.loop()
+    else:
+        ui.play(rows)
 
 
 def run(cfg: ChatConfig) -> None:
