@@ -1,9 +1,10 @@
 """LoRA adapters (peft) on every trained model, through the CLI on a small toy world.
 
-SFT, RM and CM with `model.lora` learn (loss falls) training a small share of the parameters;
+SFT, RM and CM with `model.lora` learn (loss falls; RM and CM as accurate as the full ones
+within 0.05, `slow`) training a small share of the parameters;
 the merged model in `model/` loads with plain transformers and gives the adapter model's logits;
 a stage given an adapter folder loads it onto its base; PPO-Lag with a LoRA actor holds no
-reference copy and resumes exactly; ZeRO-3 and bf16 work; the refusals (QLoRA without CUDA, LoRA
+reference copy and resumes exactly; ZeRO-3 and bf16 work (ZeRO 0-2 and ZeRO-3 fp32: `slow`); the refusals (QLoRA without CUDA, LoRA
 on a frozen model) are clear errors.
 """
 
@@ -165,6 +166,7 @@ def test_a_stage_given_an_adapter_folder_loads_it_onto_its_base(
     assert rows(second)[0]["loss"] < rows(fresh)[0]["loss"] - 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["rm", "cm"])
 def test_lora_score_models_learn_like_full_ones(world: Path, tmp_path: Path, command: str) -> None:
     full, lora = tmp_path / "full", tmp_path / "lora"
@@ -234,11 +236,20 @@ def test_full_actor_keeps_its_reference_copy(world: Path, tmp_path: Path) -> Non
     invoke(ppo_lag_args(world, out, "actor.lora.enabled=false", "train.max_steps=1"))
     s = summary(out)
     assert s["models_held"] == 6 and s["reference"] == "own copy"
-    assert s["trainable_parameters"]["actor"] == s["parameters"] // 6 or s["parameters"] > 0
+    # six models of about one size (score models: the backbone plus a one-unit head), the
+    # actor trains every weight of its one
+    assert s["trainable_parameters"]["actor"] * 6 == pytest.approx(s["parameters"], rel=0.01)
 
 
 @pytest.mark.parametrize(
-    ("stage", "precision"), [(0, "bf16"), (1, "fp32"), (2, "bf16"), (3, "fp32"), (3, "bf16")]
+    ("stage", "precision"),
+    [
+        pytest.param(0, "bf16", marks=pytest.mark.slow),
+        pytest.param(1, "fp32", marks=pytest.mark.slow),
+        pytest.param(2, "bf16", marks=pytest.mark.slow),
+        pytest.param(3, "fp32", marks=pytest.mark.slow),
+        (3, "bf16"),
+    ],
 )
 def test_lora_under_every_zero_stage(
     world: Path, tmp_path: Path, stage: int, precision: str

@@ -10,6 +10,10 @@ One stage serves the online algorithms of `beaver.config.algorithms`; the algori
 - `ppo-lag`: + cost model, cost critic and the multiplier: A = (A_r - lambda A_c) / (1 + lambda);
 - `reward-shaping`: R' = R - lambda_fixed * C with the reward critic only (an ablation).
 
+With `actor.lora` the actor is a peft model and the reference is the same module with its adapter
+disabled (no second copy); critics with `lora` train their adapters and heads. The summary says
+how many models the run holds and how many parameters each trained engine trains.
+
 [beaver] With `lagrange.target_unsafe_share` the threshold d is calibrated at the start from the
 cost model's scores on rollouts of the initial policy (ALGORITHMS.md); it is logged, written to
 `threshold.json` and kept in every checkpoint.
