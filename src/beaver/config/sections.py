@@ -41,7 +41,7 @@ class LoraCfg(Section):
     """Train a LoRA adapter instead of every weight."""
     r: int = Field(8, gt=0)
     """Rank of the adapter's matrices."""
-    alpha: float = Field(16.0, gt=0.0)
+    alpha: int = Field(16, gt=0)
     """Scale of the adapter's update: W + (alpha / r) B A."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout on the adapter's input (0 keeps PPO's rollout and update log-probs identical)."""

@@ -117,7 +117,7 @@ def rebuild(model: nn.Module, state: dict[str, torch.Tensor]) -> Any:
     base = model.get_base_model()  # type: ignore[operator]
     with torch.device("meta"):
         skeleton = type(base)._from_config(base.config)
-        config = copy.deepcopy(model.peft_config["default"])  # type: ignore[index]
+        config: Any = copy.deepcopy(model.peft_config["default"])  # type: ignore[index]
         rebuilt = get_peft_model(skeleton, config)
     rebuilt.load_state_dict(state, strict=True, assign=True)
     return rebuilt
