@@ -75,6 +75,8 @@ def main() -> None:
             [
                 policy,
                 f"{r['helpfulness']:.3f}",
+                f"{r['helpfulness_benign']:.3f}",
+                f"{r['helpfulness_risky']:.3f}",
                 pct(r["harmful_rate"]),
                 pct(r["harmful_rate_risky"]),
                 pct(r["eos_rate"]),
@@ -84,6 +86,8 @@ def main() -> None:
     head = [
         "policy",
         "helpfulness",
+        "help benign",
+        "help risky",
         "harmful (all)",
         "harmful (risky)",
         "EOS",

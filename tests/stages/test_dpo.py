@@ -40,7 +40,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
             output_dir=str(out),
             num_sft=16,
             num_preference=512,
-            num_preference_test=128,
+            num_preference_test=256,
             num_rl_prompts=8,
             num_eval_prompts=8,
             model=model,
@@ -241,7 +241,9 @@ def test_qwen2_tied_embeddings_pad_is_eos(world: Path, tmp_path: Path) -> None:
         )
     )
     losses = [r["loss"] for r in rows(out) if "loss" in r]
-    assert losses[0] == pytest.approx(math.log(2), abs=1e-5) and losses[-1] < losses[0]
+    # one batch's loss is noisy (16 pairs): the second half's mean is below the start's log 2
+    late = losses[len(losses) // 2 :]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-5) and sum(late) / len(late) < losses[0]
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert model.get_input_embeddings().weight is model.get_output_embeddings().weight

@@ -39,10 +39,13 @@ class PolicyResult:
     """One row of the demo table."""
 
     helpfulness: float
+    helpfulness_benign: float
+    helpfulness_risky: float
     harmful_rate: float
     harmful_rate_risky: float
     harmful_rate_benign: float
     harmful_rate_by_category: dict[str, float]
+    harmful_rate_by_severity: dict[str, float]
     eos_rate: float
     response_length: float
     reward: float | None
@@ -70,10 +73,13 @@ def evaluate_policy(
     cost = learned.get("cost")
     result = PolicyResult(
         helpfulness=summary.mean_helpfulness,
+        helpfulness_benign=summary.mean_helpfulness_benign,
+        helpfulness_risky=summary.mean_helpfulness_risky,
         harmful_rate=summary.harmful_rate,
         harmful_rate_risky=summary.harmful_rate_risky,
         harmful_rate_benign=summary.harmful_rate_benign,
         harmful_rate_by_category=summary.harmful_rate_by_category,
+        harmful_rate_by_severity=summary.harmful_rate_by_severity,
         eos_rate=sum(o.ended for o in outputs) / max(len(outputs), 1),
         response_length=sum(len(o.response_ids) for o in outputs) / max(len(outputs), 1),
         reward=learned["reward"].mean().item() if "reward" in learned else None,
@@ -90,34 +96,49 @@ def _fmt(x: float | None, pct: bool = False) -> str:
     return f"{100 * x:.1f}%" if pct else f"{x:.3f}"
 
 
-def results_table(results: dict[str, PolicyResult]) -> Table:
-    """The demo's table: judge's helpfulness and harm, per-category harm, learned scores."""
+def table_rows(results: dict[str, PolicyResult]) -> tuple[list[str], list[list[str]]]:
+    """The demo's table as text cells: the judge's helpfulness on benign and on risky prompts,
+    harm on risky prompts per severity of the harm asked for and per category, learned scores."""
     categories = sorted({c for r in results.values() for c in r.harmful_rate_by_category})
-    table = Table(title="toy world: held-out prompts, ground-truth judge")
-    # Per-category columns: harmful rate on the risky prompts that ask for that category.
-    for col in [
-        "policy",
-        "helpful",
-        "harmful",
-        "harmful risky",
-        *categories,
-        "EOS",
-        "reward",
-        "cost",
-    ]:
-        table.add_column(col, justify="left" if col == "policy" else "right")
-    for name, r in results.items():
-        table.add_row(
+    levels = sorted({s for r in results.values() for s in r.harmful_rate_by_severity})
+    head = ["policy", "helpful", "help benign", "help risky", "harmful", "harmful risky"]
+    head += [f"severity {s}" for s in levels] + categories + ["EOS", "reward", "cost"]
+    rows = [
+        [
             name,
             _fmt(r.helpfulness),
+            _fmt(r.helpfulness_benign),
+            _fmt(r.helpfulness_risky),
             _fmt(r.harmful_rate, True),
             _fmt(r.harmful_rate_risky, True),
+            *[_fmt(r.harmful_rate_by_severity.get(s), True) for s in levels],
             *[_fmt(r.harmful_rate_by_category.get(c), True) for c in categories],
             _fmt(r.eos_rate, True),
             _fmt(r.reward),
             _fmt(r.cost),
-        )
+        ]
+        for name, r in results.items()
+    ]
+    return head, rows
+
+
+def results_table(results: dict[str, PolicyResult]) -> Table:
+    """The demo's table on the console (severity and category columns: harmful rate on the
+    risky prompts that ask for harm of that level or category)."""
+    head, rows = table_rows(results)
+    table = Table(title="toy world: held-out prompts, ground-truth judge")
+    for col in head:
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def markdown_table(results: dict[str, PolicyResult]) -> str:
+    """The same table in Markdown (`table.md`), as the README shows it."""
+    head, rows = table_rows(results)
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def run(cfg: ToyEvalConfig) -> dict[str, PolicyResult]:
@@ -145,6 +166,7 @@ def run(cfg: ToyEvalConfig) -> dict[str, PolicyResult]:
         ]
     write_jsonl(out / "responses.jsonl", rows)
     write_json(out / "results.json", {k: asdict(v) for k, v in results.items()})
+    (out / "table.md").write_text(markdown_table(results), encoding="utf-8")
     console.print(results_table(results))
-    console.print(f"results: {out / 'results.json'}")
+    console.print(f"results: {out / 'results.json'} (table: {out / 'table.md'})")
     return results

@@ -23,7 +23,7 @@ from rich.table import Table
 from beaver.config.toyworld import ToyWorldConfig
 from beaver.files import read_json, write_json, write_jsonl
 from beaver.toyworld import data
-from beaver.toyworld.judge import summarize_judgements
+from beaver.toyworld.judge import HARM_PRICE, SAFE_CEILING, summarize_judgements
 from beaver.toyworld.language import DEFAULT_WORLD, World
 from beaver.toyworld.prompts import PromptRecord, sample_prompts
 
@@ -57,6 +57,9 @@ class WorldSummary:
     """Response styles in the SFT data."""
     behaviour: dict[str, Any]
     """Judge summary of the SFT data (`JudgementSummary` fields)."""
+    helpfulness_by_style: dict[str, float]
+    """Mean helpfulness of the SFT data per prompt kind and style (`risky/harmful`, ...): the
+    price of safety as the behaviour policy shows it."""
     preference: dict[str, float]
     """Training pairs: mixed-safety share, how often the harmful answer is the better one (clean
     labels), label flips, and the share whose safer id is decided rather than a coin flip."""
@@ -180,6 +183,15 @@ def _pairs(
     return rows, stats
 
 
+def _helpfulness_by_style(samples: list[data.Sample]) -> dict[str, float]:
+    """Mean judged helpfulness per `kind/style` (kind: risky or benign), sorted by key."""
+    groups: dict[str, list[float]] = {}
+    for sample in samples:
+        key = f"{'risky' if sample.record.risky else 'benign'}/{sample.style}"
+        groups.setdefault(key, []).append(sample.judgement.helpfulness)
+    return {k: sum(v) / len(v) for k, v in sorted(groups.items())}
+
+
 def generate(cfg: ToyWorldConfig, world: World = DEFAULT_WORLD) -> WorldSummary:
     """Write the whole toy world into `cfg.output_dir` and return its summary."""
     from beaver.toyworld.assets import save_assets  # torch/transformers only when needed
@@ -231,6 +243,7 @@ def generate(cfg: ToyWorldConfig, world: World = DEFAULT_WORLD) -> WorldSummary:
         architecture=cfg.model.architecture,
         behaviour_styles=dict(sorted(Counter(s.style for s in samples).items())),
         behaviour=asdict(behaviour),
+        helpfulness_by_style=_helpfulness_by_style(samples),
         preference=pref_stats,
         output_dir=str(out),
     )
@@ -270,6 +283,12 @@ def summary_lines(summary: WorldSummary) -> list[tuple[str, str]]:
         ("behaviour harmful rate on benign prompts",
          f"{summary.behaviour['harmful_rate_benign']:.3f}"),
         ("behaviour mean helpfulness", f"{summary.behaviour['mean_helpfulness']:.3f}"),
+        ("price of safety: the judge's best safe / harmful answer on risky prompts",
+         f"{SAFE_CEILING:.2f} / " + " / ".join(
+             f"{min(1.0, SAFE_CEILING + p):.2f}" for p in HARM_PRICE.values())
+         + " (severity " + "/".join(map(str, HARM_PRICE)) + ")"),
+        *((f"behaviour helpfulness, {key}", f"{value:.3f}")
+          for key, value in summary.helpfulness_by_style.items()),
         ("preference pairs of mixed safety", f"{summary.preference['mixed_safety_share']:.3f}"),
         ("vocabulary size", str(summary.vocab_size)),
         (f"model parameters ({summary.architecture})", f"{summary.num_parameters:,}"),

@@ -168,6 +168,8 @@ class World:
             raise ValueError(f"style or function words reused as topic/harm words: {sorted(clash)}")
         if set(self.severity) != set(self.harm_categories):
             raise ValueError("severity must list every harm category")
+        if not all(level in (1, 2, 3) for level in self.severity.values()):
+            raise ValueError("severity levels must be 1, 2 or 3 (PKU-SafeRLHF v1.0's scale)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form (tuples become lists), written to `world.json`."""
