@@ -23,7 +23,16 @@ import prepare
 import report
 
 HERE = Path(__file__).resolve().parent
-BENCHES = {"sft": "sft", "rm": "rm", "dpo": "dpo", "ppo": "ppo", "generation": "generation"}
+BENCHES = {
+    "sft": "sft",
+    "rm": "rm",
+    "dpo": "dpo",
+    "ppo": "ppo",
+    "generation": "generation",
+    "lora": "lora",
+}
+# Benchmarks of beaver against itself (no TRL side): their own table, not the one vs TRL.
+SELF = ("lora",)
 
 
 def findings(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -94,7 +103,7 @@ def findings(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def summary(results: dict[str, dict[str, Any]], seconds: float, load: list[float]) -> str:
-    first = next(iter(results.values()))
+    first = next(r for n, r in results.items() if n not in SELF)
     m = first["machine"]
     lines = [
         "# beaver vs TRL on the toy world (CPU)",
@@ -108,9 +117,15 @@ def summary(results: dict[str, dict[str, Any]], seconds: float, load: list[float
         "Medians over timed blocks (min - max), sides interleaved block by block; vs TRL = "
         "median / the TRL median of the same benchmark; MFU = model FLOP/s / GEMM peak.",
         "",
-        report.markdown([row for r in results.values() for row in report.table_rows(r)]),
+        report.markdown(
+            [row for n, r in results.items() if n not in SELF for row in report.table_rows(r)]
+        ),
         "",
     ]
+    if "lora" in results:
+        import bench_lora
+
+        lines += [bench_lora.text(results["lora"]), ""]
     if "ppo" in results:
         lag = results["ppo"]["lag_over_ppo"]
         lines += [

@@ -11,7 +11,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from beaver.config._base import OutputDir, Section
-from beaver.config.sections import DataCfg, GenerationCfg, ModelCfg, OptimCfg, TrainCfg, no_data
+from beaver.config.sections import (
+    DataCfg,
+    GenerationCfg,
+    ModelCfg,
+    OptimCfg,
+    TrainCfg,
+    TrainedModelCfg,
+    no_data,
+)
 from beaver.config.stages import OneModelStage
 
 DPOAlgorithm = Literal["dpo", "safe-dpo", "sacpo"]
@@ -46,7 +54,7 @@ class DPOConfig(OneModelStage):
     same pairs re-ordered by safety (SafeDPO: the safe answer of a safe/unsafe pair is chosen,
     pairs of two unsafe answers are dropped, plus the margin); `sacpo` on safety pairs (safer
     answer chosen) with beta / lambda, the helpfulness-aligned model being policy and reference."""
-    model: ModelCfg
+    model: TrainedModelCfg
     """The policy to train: the SFT model (for `sacpo`, the output of the `dpo` step)."""
     reference: ModelCfg | None = None
     """The frozen reference pi_ref; defaults to `model` (the policy before training)."""

@@ -33,6 +33,43 @@ class ModelCfg(Section):
         return {"name_or_path": value} if isinstance(value, str) else value
 
 
+class LoraCfg(Section):
+    """A LoRA adapter (peft) on a model a stage trains: the base weights stay frozen and only the
+    adapter's low-rank matrices train (a score model's head always trains fully)."""
+
+    enabled: bool = False
+    """Train a LoRA adapter instead of every weight."""
+    r: int = Field(8, gt=0)
+    """Rank of the adapter's matrices."""
+    alpha: int = Field(16, gt=0)
+    """Scale of the adapter's update: W + (alpha / r) B A."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the adapter's input (0 keeps PPO's rollout and update log-probs identical)."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Layers that get an adapter: `all-linear` (every linear layer but the output layer, for any
+    architecture) or module names, e.g. `[q_proj, k_proj, v_proj, o_proj]`."""
+    save_merged: bool = True
+    """Besides the adapter (`adapter/`, PEFT format), write the base with the adapter merged in as
+    a plain HF model (`model/`), which later stages, `beaver chat` and transformers load as is."""
+    quantization: Literal["none", "4bit"] = "none"
+    """`4bit`: QLoRA, the frozen base loaded in 4-bit NF4 through bitsandbytes (CUDA only)."""
+
+    @model_validator(mode="after")
+    def _quantized_needs_lora(self) -> LoraCfg:
+        if self.quantization != "none" and not self.enabled:
+            raise ValueError("lora.quantization=4bit (QLoRA) needs lora.enabled=true")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("lora.target_modules is empty: name modules or use all-linear")
+        return self
+
+
+class TrainedModelCfg(ModelCfg):
+    """A model a stage trains: a `ModelCfg` plus an optional LoRA adapter."""
+
+    lora: LoraCfg = Field(default_factory=LoraCfg)
+    """LoRA adapter (off by default: every weight trains)."""
+
+
 class TrainDataCfg(Section):
     """Training datasets as `NAME[:PROPORTION[:PATH]]` specs, and how their rows are read."""
 

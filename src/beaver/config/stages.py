@@ -24,12 +24,32 @@ from beaver.config.sections import (
     OptimCfg,
     TrainCfg,
     TrainDataCfg,
+    TrainedModelCfg,
     no_data,
 )
 
 
 class TrainStage(Section):
     """What every training stage has: where it writes, how it trains, logs and launches."""
+
+    @model_validator(mode="after")
+    def _check_adapters(self) -> TrainStage:
+        """Refuse a LoRA set-up that peft, bitsandbytes and DeepSpeed cannot run together."""
+        for key in type(self).model_fields:
+            model = getattr(self, key)
+            if isinstance(model, TrainedModelCfg) and model.lora.quantization != "none":
+                if self.deepspeed.zero_stage == 3:
+                    raise ValueError(
+                        f"{key}.lora.quantization=4bit (QLoRA) with deepspeed.zero_stage=3: "
+                        "beaver does not partition 4-bit weights; use zero_stage 0-2 (the "
+                        "4-bit base is small, the adapter's optimiser state is sharded)"
+                    )
+                if self.deepspeed.precision == "fp16":
+                    raise ValueError(
+                        f"{key}.lora.quantization=4bit (QLoRA) computes in bf16 or fp32; "
+                        "set deepspeed.precision=bf16"
+                    )
+        return self
 
     output_dir: OutputDir
     """Run folder: resolved config, DeepSpeed config, metrics.jsonl, checkpoints, final model."""
@@ -53,8 +73,8 @@ class OneModelStage(TrainStage):
 class SFTConfig(OneModelStage):
     """`beaver sft`: supervised fine-tuning of a causal LM on prompt-answer data."""
 
-    model: ModelCfg
-    """The causal LM to fine-tune."""
+    model: TrainedModelCfg
+    """The causal LM to fine-tune (`model.lora`: train a LoRA adapter only)."""
     data: DataCfg = Field(default_factory=no_data)
     """Supervised datasets (`input` + `answer`, or multi-turn `dialogue`)."""
     optim: OptimCfg = Field(default_factory=OptimCfg)
@@ -80,8 +100,9 @@ class ScoreConfig(OneModelStage):
     objective: Literal["reward", "cost"] = "reward"
     """`reward` learns helpfulness from `better`; `cost` learns harm from `safer` and the safety
     signs. Set by the command (`rm` or `cm`)."""
-    model: ModelCfg
-    """The backbone to start from (usually the SFT model)."""
+    model: TrainedModelCfg
+    """The backbone to start from (usually the SFT model); `model.lora` puts a LoRA adapter on
+    the backbone (the score head trains fully)."""
     data: DataCfg = Field(default_factory=no_data)
     """Preference datasets (safety-preference for the cost model)."""
     optim: OptimCfg = Field(default_factory=lambda: OptimCfg(weight_decay=0.1))
@@ -172,16 +193,17 @@ class PPOConfig(TrainStage):
     """`ppo` maximises reward; `ppo-lag` adds the cost constraint and multiplier; `reward-shaping`
     maximises R - lambda_fixed * C with one critic (an ablation baseline). Set by the command;
     what each one holds and trains: `beaver.config.algorithms`."""
-    actor: ModelCfg
-    """The policy to train (usually the SFT model); also the frozen reference model."""
+    actor: TrainedModelCfg
+    """The policy to train (usually the SFT model); also the frozen reference model (with
+    `actor.lora` the reference is the actor with its adapter disabled: one copy of the weights)."""
     reward_model: ModelCfg
     """Trained reward model (`beaver rm`)."""
     cost_model: ModelCfg | None = None
     """Trained cost model (`beaver cm`); required by `ppo-lag` and `reward-shaping`."""
-    reward_critic: ModelCfg | None = None
-    """Initial reward critic; defaults to the reward model."""
-    cost_critic: ModelCfg | None = None
-    """Initial cost critic; defaults to the cost model."""
+    reward_critic: TrainedModelCfg | None = None
+    """Initial reward critic; defaults to the reward model (`reward_critic.lora`: a LoRA critic)."""
+    cost_critic: TrainedModelCfg | None = None
+    """Initial cost critic; defaults to the cost model (`cost_critic.lora`: a LoRA critic)."""
     data: RLDataCfg = Field(default_factory=no_data)
     """Prompt datasets (and PTX datasets)."""
     generation: GenerationCfg = Field(default_factory=GenerationCfg)

@@ -21,6 +21,7 @@ from beaver.engine.checkpoint import finished_advice as _finished
 from beaver.engine.data import make_loader
 from beaver.engine.loop import Evaluation, StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run
+from beaver.models.adapters import parameter_counts
 
 
 def train_one_model(
@@ -31,13 +32,14 @@ def train_one_model(
     load_model: Callable[[DeepSpeedSpec], nn.Module],
     step: Callable[[Any, list[Any]], StepResult],
     evaluate: Callable[[Any, Any], dict[str, float]],
-    save: Callable[[Any, Path], object],
+    save: Callable[[Any, Path], Path],
     summary: dict[str, Any] | None = None,
 ) -> None:
     """Train `load_model(deepspeed)` (the model, loaded for its engine's set-up) with
-    `step(engine, micro_batches)` on `datasets` (train, eval), evaluating with
-    `evaluate(engine, eval_loader)`; `save(engine, <run>/model)` at the end. `summary` adds the
-    stage's own entries to summary.json."""
+        `step(engine, micro_batches)` on `datasets` (train, eval), evaluating with
+        `evaluate(engine, eval_loader)`; `save(engine, <run>/model)` at the end (it returns the folder
+    written: `model/`, or `adapter/` for a LoRA model saved without its merged copy). `summary` adds the
+        stage's own entries to summary.json."""
     train_ds, eval_ds = datasets
     for name, ds in (("train data", train_ds), ("eval data", eval_ds)):
         if ds is not None:
@@ -75,9 +77,13 @@ def train_one_model(
     )
     model_dir = None
     if result.interrupted is None:
-        model_dir = run.dir / "model"
-        with disk_errors("the final model", model_dir, _finished(result)):
-            save(engine, model_dir)
+        with disk_errors("the final model", run.dir / "model", _finished(result)):
+            model_dir = save(engine, run.dir / "model")
     else:
         run.print(f"stopped by {result.interrupted}; continue with train.resume=auto")
-    finish_run(run, result, model_dir, {"data": train_ds.stats.as_dict(), **(summary or {})})
+    trainable, total = parameter_counts(engine.module)
+    run.print(f"parameters: {trainable:,} of {total:,} trained")
+    sizes = {"trainable_parameters": trainable, "parameters": total}
+    finish_run(
+        run, result, model_dir, {"data": train_ds.stats.as_dict(), **sizes, **(summary or {})}
+    )

@@ -5,6 +5,8 @@
 - Under ZeRO-3 (a `DeepSpeedSpec` with `zero3`) the weights are loaded straight into
   partitions: an `HfDeepSpeedConfig` is kept alive while loading, so `from_pretrained` runs
   inside `deepspeed.zero.Init`. Loading without ZeRO-3 clears it again.
+- A PEFT adapter folder loads as its base with the adapter merged in; a model the stage trains
+  with `lora.enabled` gets a fresh adapter (`beaver.models.adapters`).
 - Tokenizers must have an EOS token (training appends it; generation stops on it). A tokenizer
   without a PAD token gets PAD = EOS, with a warning: beaver finds padding from the attention
   mask and masks labels explicitly, so pad == eos is safe (Llama-3 and Qwen ship it).
@@ -224,10 +226,46 @@ def load_pretrained(
     model_cfg: ModelCfg,
     dtype: torch.dtype,
     deepspeed: DeepSpeedSpec | None = None,
+    trainable: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """`auto_class.from_pretrained` of `model_cfg` in `dtype`; partitioned when the engine it
-    is for is ZeRO-3. Reusable for backbones (`AutoModel`) of score models."""
+    is for is ZeRO-3. Reusable for backbones (`AutoModel`) of score models.
+
+    An adapter folder is loaded onto its base and merged (`beaver.models.adapters`). When the
+    stage trains the model (`trainable`) and its config enables `lora`, it comes back under a
+    fresh LoRA adapter."""
+    from beaver.models import adapters
+
+    lora = getattr(model_cfg, "lora", None) if trainable else None
+    lora = lora if lora is not None and lora.enabled else None
+    if lora is not None and lora.quantization == "4bit":
+        kwargs["quantization_config"] = _four_bit(dtype)
+    if adapters.is_adapter_dir(model_cfg.name_or_path):
+        # Loaded whole and merged; a ZeRO-3 engine partitions it when it is built.
+        base = load_pretrained(
+            auto_class, adapters.base_cfg(model_cfg, model_cfg.name_or_path), dtype, **kwargs
+        )
+        model = adapters.load_adapter_folder(base, model_cfg.name_or_path)
+    else:
+        model = _load(auto_class, model_cfg, dtype, deepspeed, **kwargs)
+    if lora is None:
+        return model
+    if lora.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    causal = auto_class.__name__ == "AutoModelForCausalLM"
+    return adapters.add_adapter(model, lora, model_cfg.name_or_path, causal)
+
+
+def _load(
+    auto_class: Any,
+    model_cfg: ModelCfg,
+    dtype: torch.dtype,
+    deepspeed: DeepSpeedSpec | None,
+    **kwargs: Any,
+) -> nn.Module:
     _set_zero3(deepspeed)
     try:
         return _from_pretrained(
@@ -244,16 +282,44 @@ def load_pretrained(
         _set_zero3(None)
 
 
+def _four_bit(dtype: torch.dtype) -> Any:
+    """The bitsandbytes set-up of QLoRA (NF4, double quantisation, computing in `dtype`), or a
+    `UserError` on a machine where it cannot run."""
+    if not torch.cuda.is_available():
+        raise UserError(
+            "lora.quantization=4bit (QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit layers do not "
+            "run on this machine's CPU. Use lora.quantization=none (plain LoRA) here."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "lora.quantization=4bit (QLoRA) needs bitsandbytes: pip install 'beaver[qlora]'"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
 def load_causal_lm(
-    model_cfg: ModelCfg, dtype: torch.dtype, deepspeed: DeepSpeedSpec | None = None
+    model_cfg: ModelCfg,
+    dtype: torch.dtype,
+    deepspeed: DeepSpeedSpec | None = None,
+    trainable: bool = False,
 ) -> nn.Module:
-    """A causal LM (`AutoModelForCausalLM`); partitioned when `deepspeed` is ZeRO-3. A score
+    """A causal LM (`AutoModelForCausalLM`); partitioned when `deepspeed` is ZeRO-3; under a
+    LoRA adapter when the stage trains it (`trainable`) and `model_cfg.lora` is enabled. A score
     model is refused (its backbone would load, with a tied head)."""
     from transformers import AutoModelForCausalLM
 
     check_role(model_cfg.name_or_path, "causal LM")
 
-    return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, deepspeed)
+    return load_pretrained(AutoModelForCausalLM, model_cfg, dtype, deepspeed, trainable)
 
 
 def fit_embeddings(

@@ -6,7 +6,9 @@ real token found from the attention mask, never from token ids (pad == eos is co
 
 On disk a score model is an HF folder: the backbone (`save_pretrained`, loadable by plain
 `transformers.AutoModel`), the tokenizer, `score_head.safetensors` (head weights and the
-normaliser's statistics) and `score_config.json` (score type, normaliser kind).
+normaliser's statistics) and `score_config.json` (score type, normaliser kind). With a LoRA
+backbone the adapter folder (`adapter/` beside it) holds the backbone's adapter, the head and the
+score config; loaded, it is the backbone with the adapter merged plus the head.
 """
 
 from __future__ import annotations
@@ -142,29 +144,32 @@ def save_score_model(
     out_dir: str | Path,
     tokenizer: Any = None,
     state: dict[str, Tensor] | None = None,
-) -> None:
-    """Write backbone (HF format), head + normaliser and score config into `out_dir`.
+    merged: bool = True,
+) -> Path:
+    """Write backbone (HF format), head + normaliser and score config into `out_dir` (rank 0).
 
     `state` is the model's full state dict when the caller gathered it (ZeRO-3); by default the
-    model's own.
+    model's own. A LoRA backbone goes to `adapter/` beside `out_dir` (with the head), and merged
+    into `out_dir` when `merged`. Returns the folder to load.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from beaver.models.saving import write_hf_folders
+
     state = model.state_dict() if state is None else state
     backbone = {
         k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")
     }
-    model.backbone.save_pretrained(out, state_dict=backbone)  # type: ignore[operator]
-    save_file(head_state(state), str(out / HEAD_FILE))
     meta = {
         "score_type": model.score_type,
         "normalizer": model.normalizer_kind,
         "momentum": model.momentum,
         "hidden_size": int(model.score_head.in_features),
     }
-    write_json(out / CONFIG_FILE, meta)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out)
+
+    def head(folder: Path) -> None:
+        save_file(head_state(state), str(folder / HEAD_FILE))
+        write_json(folder / CONFIG_FILE, meta)
+
+    return write_hf_folders(model.backbone, backbone, out_dir, tokenizer, merged, extra=head)
 
 
 def score_model_from_backbone(
@@ -202,15 +207,17 @@ def load_score_model(
     normalizer: NormalizerKind = "none",
     momentum: float = 0.9,
     deepspeed: DeepSpeedSpec | None = None,
+    trainable: bool = False,
 ) -> ScoreModel:
     """A score model from a `ModelCfg`: a saved score model (head restored), or a fresh head on
     any causal LM's backbone (`score_type` required then). Partitioned when `deepspeed` is
-    ZeRO-3."""
+    ZeRO-3. A model the stage trains (`trainable`) with `lora` enabled gets a LoRA adapter on its
+    backbone; the head stays outside it and trains fully."""
     from transformers import AutoModel
 
     from beaver.models.loading import load_pretrained
 
-    backbone = load_pretrained(AutoModel, model_cfg, dtype, deepspeed)
+    backbone = load_pretrained(AutoModel, model_cfg, dtype, deepspeed, trainable)
     return score_model_from_backbone(
         backbone, model_cfg.name_or_path, score_type, normalizer, momentum
     )

@@ -324,9 +324,9 @@ def run(cfg: DPOConfig) -> None:
         run_,
         cfg.optim,
         (datasets[0], datasets[1]),
-        lambda deepspeed: load_causal_lm(cfg.model, dtype, deepspeed),
+        lambda deepspeed: load_causal_lm(cfg.model, dtype, deepspeed, trainable=True),
         step=lambda engine, batches: dpo_step(engine, batches, s),
         evaluate=lambda engine, loader: evaluate(engine, loader, s, cfg, tokenizer),
-        save=lambda engine, out: save_hf(engine, tokenizer, out),
+        save=lambda engine, out: save_hf(engine, tokenizer, out, cfg.model.lora.save_merged),
         summary=summary,
     )

@@ -10,6 +10,10 @@ One stage serves the online algorithms of `beaver.config.algorithms`; the algori
 - `ppo-lag`: + cost model, cost critic and the multiplier: A = (A_r - lambda A_c) / (1 + lambda);
 - `reward-shaping`: R' = R - lambda_fixed * C with the reward critic only (an ablation).
 
+With `actor.lora` the actor is a peft model and the reference is the same module with its adapter
+disabled (no second copy); critics with `lora` train their adapters and heads. The summary says
+how many models the run holds and how many parameters each trained engine trains.
+
 [beaver] With `lagrange.target_unsafe_share` the threshold d is calibrated at the start from the
 cost model's scores on rollouts of the initial policy (ALGORITHMS.md); it is logged, written to
 `threshold.json` and kept in every checkpoint.
@@ -36,6 +40,7 @@ from beaver.engine.data import make_loader, to_device
 from beaver.engine.loop import StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run, start_run
 from beaver.files import write_json
+from beaver.models.adapters import has_adapter, parameter_counts
 from beaver.models.loading import check_models, dtype_of, load_causal_lm, load_tokenizer
 from beaver.models.saving import save_hf
 from beaver.models.score import load_score_model
@@ -97,16 +102,20 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
         return init_engine(model, specs.frozen)
 
     def critic(name: str, model_cfg: ModelCfg) -> Any:
-        model = load_score_model(model_cfg, dtype, "critic", deepspeed=specs.critic)
+        model = load_score_model(model_cfg, dtype, "critic", deepspeed=specs.critic, trainable=True)
         return trained(name, model, is_critic=True)
 
     def score_model(name: str, model_cfg: ModelCfg) -> Any:
         return frozen(name, load_score_model(model_cfg, dtype, deepspeed=specs.frozen))
 
     # The order of the loads is part of the run: fresh score heads draw from the global RNG.
+    actor = load_causal_lm(cfg.actor, dtype, specs.actor, trainable=True)
     models = RolloutModels(
-        actor=trained("actor", load_causal_lm(cfg.actor, dtype, specs.actor), is_critic=False),
-        ref=frozen("reference", load_causal_lm(cfg.actor, dtype, specs.frozen)),
+        actor=trained("actor", actor, is_critic=False),
+        # A LoRA actor is its own reference with the adapter disabled: no second copy.
+        ref=None
+        if has_adapter(actor)
+        else frozen("reference", load_causal_lm(cfg.actor, dtype, specs.frozen)),
         reward_model=score_model("reward_model", cfg.reward_model),
         reward_critic=critic("reward_critic", cfg.reward_critic or cfg.reward_model),
     )
@@ -274,10 +283,28 @@ def train(cfg: PPOConfig, run_: Run, parts: PPOParts, loader: Any, steps: int, t
     model_dir = None
     if result.interrupted is None:
         with disk_errors("the final model", run_.dir / "model", _finished(result)):
-            model_dir = save_hf(models.actor, tok, run_.dir / "model")
+            model_dir = save_hf(models.actor, tok, run_.dir / "model", cfg.actor.lora.save_merged)
     if dist.is_main():
         write_plots(run_, parts.controller)
-    finish_run(run_, result, model_dir, {"algorithm": cfg.algorithm})
+    sizes = model_sizes(models, engines)
+    run_.print(
+        f"models held: {sizes['models_held']}; parameters trained: "
+        f"{sum(sizes['trainable_parameters'].values()):,} of {sizes['parameters']:,}"
+    )
+    finish_run(run_, result, model_dir, {"algorithm": cfg.algorithm, **sizes})
+
+
+def model_sizes(models: RolloutModels, engines: dict[str, Any]) -> dict[str, Any]:
+    """How many models (copies of weights) the run holds, their parameters, and how many of
+    them each trained engine trains (a LoRA actor doubles as the reference)."""
+    held = [m for m in vars(models).values() if m is not None]
+    trained = {name: parameter_counts(e.module)[0] for name, e in engines.items()}
+    return {
+        "models_held": len(held),
+        "reference": "actor with its adapter disabled" if models.ref is None else "own copy",
+        "parameters": sum(parameter_counts(getattr(m, "module", m))[1] for m in held),
+        "trainable_parameters": trained,
+    }
 
 
 def write_plots(run_: Run, controller: LagrangeController | None) -> None:

@@ -26,6 +26,7 @@ from beaver.algo import (
     shaped_reward,
 )
 from beaver.config import GenerationCfg
+from beaver.models.adapters import adapter_disabled
 from beaver.models.batching import pad_batch
 from beaver.models.forward import response_logprobs, response_values, score_sequences
 from beaver.models.generation import generation_kwargs
@@ -38,7 +39,7 @@ class RolloutModels:
     """Every model a rollout touches; engines or plain modules (both are called the same way)."""
 
     actor: nn.Module
-    ref: nn.Module
+    ref: nn.Module | None  # None: the actor (a peft model) with its adapter disabled
     reward_model: ScoreModel | nn.Module
     reward_critic: nn.Module
     cost_model: ScoreModel | nn.Module | None = None
@@ -136,7 +137,13 @@ def collect_rollout(
     attention_mask = torch.cat([prompt_mask, resp_mask], dim=1)
     plen, temperature = prompt_ids.shape[1], opts.generation.temperature
     logp, _ = response_logprobs(models.actor, input_ids, attention_mask, plen, temperature)
-    ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
+    if models.ref is None:
+        with adapter_disabled(models.actor):
+            ref_logp, _ = response_logprobs(
+                models.actor, input_ids, attention_mask, plen, temperature
+            )
+    else:
+        ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
     reward, cost = score_responses(models, input_ids, attention_mask, ended, opts, retokenize)
     values = response_values(models.reward_critic, input_ids, attention_mask, plen)
     cost_values = (

@@ -10,6 +10,7 @@ path, engine, evaluation, saving — is shared.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from beaver.models.pairs import (
     pair_keys,
     pair_metrics,
 )
-from beaver.models.saving import full_state_dict, unwrap
+from beaver.models.saving import full_state_dict, saved_folder, unwrap
 from beaver.models.score import ScoreModel, load_score_model, save_score_model
 
 
@@ -122,6 +123,7 @@ def run(cfg: ScoreConfig) -> None:
             cfg.score.normalizer,
             cfg.score.normalizer_momentum,
             deepspeed,
+            trainable=True,
         )
 
     train_one_model(
@@ -132,14 +134,16 @@ def run(cfg: ScoreConfig) -> None:
         load_model,
         step=lambda engine, batches: score_step(engine, batches, objective, cfg.score),
         evaluate=lambda engine, loader: evaluate(engine, loader, objective),
-        save=lambda engine, out: save_score(engine, tokenizer, out),
+        save=lambda engine, out: save_score(engine, tokenizer, out, cfg.model.lora.save_merged),
     )
 
 
-def save_score(engine: Any, tokenizer: Any, out_dir: Any) -> None:
-    """Gather the backbone (ZeRO-3) and write the score model in HF format on rank 0."""
+def save_score(engine: Any, tokenizer: Any, out_dir: Path, merged: bool = True) -> Path:
+    """Gather the backbone (ZeRO-3) and write the score model in HF format on rank 0 (a LoRA
+    backbone: its adapter too, and merged when `merged`). Returns the folder to load."""
     model: ScoreModel = unwrap(engine)  # type: ignore[assignment]
     state = full_state_dict(model)  # collective under ZeRO-3; None on ranks > 0
     if dist.is_main() and state is not None:
-        save_score_model(model, out_dir, tokenizer, state=state)
+        save_score_model(model, out_dir, tokenizer, state=state, merged=merged)
     dist.barrier()
+    return saved_folder(model.backbone, out_dir, merged)

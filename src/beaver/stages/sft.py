@@ -103,7 +103,7 @@ def run(cfg: SFTConfig) -> None:
     tokenizer = load_tokenizer(cfg.model)
 
     def load_model(deepspeed: DeepSpeedSpec) -> Any:
-        model = load_causal_lm(cfg.model, dtype_of(cfg.deepspeed.precision), deepspeed)
+        model = load_causal_lm(cfg.model, dtype_of(cfg.deepspeed.precision), deepspeed, True)
         fit_embeddings(model, tokenizer, deepspeed)
         return model
 
@@ -115,5 +115,5 @@ def run(cfg: SFTConfig) -> None:
         load_model,
         step=sft_step,
         evaluate=evaluate,
-        save=lambda engine, out: save_hf(engine, tokenizer, out),
+        save=lambda engine, out: save_hf(engine, tokenizer, out, cfg.model.lora.save_merged),
     )
