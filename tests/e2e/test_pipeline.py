@@ -1,9 +1,10 @@
 """The whole Safe RLHF pipeline on a CI-sized toy world, through the real CLI and configs.
 
-world -> SFT -> RM -> CM -> PPO -> PPO-Lag -> evaluation by the ground-truth judge, on a smaller
-world and model than the demo (hidden 64, 2 layers), with fixed seeds. Asserts that every stage
-learned what it should: score-model accuracies, PPO unsafe but more helpful than SFT, PPO-Lag
-safe and more helpful than SFT, and the multiplier rising while the constraint was violated.
+world -> SFT -> RM -> CM -> PPO -> PPO-Lag -> RLOO-Lag -> evaluation by the ground-truth judge,
+on a smaller world and model than the demo (hidden 64, 2 layers), with fixed seeds. Asserts that
+every stage learned what it should: score-model accuracies, PPO unsafe but more helpful than SFT,
+PPO-Lag and the critic-free RLOO-Lag safe and more helpful than SFT, and the multiplier rising
+while the constraint was violated.
 """
 
 from __future__ import annotations
@@ -91,12 +92,20 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *rl,
     )
     beaver(
+        "ppo-lag",
+        "--config",
+        "configs/toy/rloo-lag.yaml",
+        f"output_dir={out / 'rloo-lag'}",
+        f"cost_model.name_or_path={out / 'cm' / 'model'}",
+        *rl,
+    )
+    beaver(
         "eval",
         "toyworld",
         f"output_dir={out}",
         f"prompts={world / 'prompts_eval.jsonl'}",
         "generation.max_new_tokens=40",
-        *(f"policies.{p}={out / p / 'model'}" for p in ("sft", "ppo", "ppo-lag")),
+        *(f"policies.{p}={out / p / 'model'}" for p in ("sft", "ppo", "ppo-lag", "rloo-lag")),
         f"reward_model={out / 'rm' / 'model'}",
         f"cost_model={out / 'cm' / 'model'}",
     )
@@ -129,3 +138,12 @@ def test_lambda_rose_while_the_constraint_was_violated(pipeline: Path) -> None:
     ]
     lambdas = [r["lagrange/lambda"] for r in rows if "lagrange/lambda" in r]
     assert max(lambdas) > 1.0  # lambda_init
+
+
+def test_rloo_lag_is_helpful_and_safe_without_a_critic(pipeline: Path) -> None:
+    results = json.loads((pipeline / "results.json").read_text())
+    sft, rloo = results["sft"], results["rloo-lag"]
+    assert rloo["harmful_rate_risky"] <= 0.15  # the bar of PPO-Lag on this smaller world
+    assert rloo["helpfulness"] >= sft["helpfulness"] + 0.10
+    summary = json.loads((pipeline / "rloo-lag" / "summary.json").read_text())
+    assert summary["models"]["trained"] == ["actor"]  # no critic held or trained

@@ -83,17 +83,32 @@ def invoke(args: list[str]) -> None:
     assert result.exit_code == 0, result.output + repr(result.exception)
 
 
-@pytest.mark.parametrize("variant", ["ppo", "ppo-lag", "reward-shaping"])
+VARIANTS = {  # algorithm: (command, extra overrides)
+    "ppo": ("ppo", ()),
+    "ppo-lag": ("ppo-lag", ()),
+    "reward-shaping": ("ppo-lag", ("algorithm=reward-shaping",)),
+    # one ratio per response for rloo, per token for rloo-lag: both actor losses run
+    "rloo": ("ppo", ("algorithm=rloo", "generation.num_return_sequences=2", "rloo.ratio=sequence")),
+    "rloo-lag": ("ppo-lag", ("algorithm=rloo-lag", "generation.num_return_sequences=2")),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_each_algorithm_trains_and_saves(world: Path, tmp_path: Path, variant: str) -> None:
-    command = "ppo" if variant == "ppo" else "ppo-lag"
-    extra = ("algorithm=reward-shaping",) if variant == "reward-shaping" else ()
+    command, extra = VARIANTS[variant]
     invoke(ppo_args(world, tmp_path, command, *extra))
     rows = metrics(tmp_path)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all("rollout/reward" in r and "time/generate" in r for r in rows)
-    assert ("lagrange/lambda" in rows[-1]) == (variant == "ppo-lag")
+    lagrangian, critic_free = variant in ("ppo-lag", "rloo-lag"), variant.startswith("rloo")
+    assert ("lagrange/lambda" in rows[-1]) == lagrangian
     assert ("train/cost_critic_loss" in rows[-1]) == (variant == "ppo-lag")
-    assert ("rollout/cost" in rows[-1]) == (variant != "ppo")
+    assert ("train/reward_critic_loss" in rows[-1]) == (not critic_free)
+    assert ("rollout/cost" in rows[-1]) == (variant not in ("ppo", "rloo"))
+    # what the run held: RLOO trains the actor alone, PPO-Lag two critics beside it
+    held = json.loads((tmp_path / "summary.json").read_text())["models"]
+    critics = {"ppo-lag": ["reward_critic", "cost_critic"], "rloo": [], "rloo-lag": []}
+    assert held["trained"] == ["actor", *critics.get(variant, ["reward_critic"])]
     assert (tmp_path / "training.png").stat().st_size > 0
     AutoModelForCausalLM.from_pretrained(tmp_path / "model")  # plain transformers loads it
 

@@ -1,7 +1,7 @@
 """The math of Safe RLHF (ALGORITHMS.md) as pure tensor functions, importing only torch.
 
 Masks and log-probs, score-model losses, DPO-family losses and linear merging, KL-shaped reward/cost streams, GAE, PPO losses, the
-Lagrange multiplier controller with threshold calibration, score normalizers and typed containers.
+Lagrange multiplier controller with threshold calibration, critic-free (RLOO) advantages, score normalizers and typed containers.
 """
 
 from beaver.algo.advantages import combined_advantage, gae, whiten
@@ -32,7 +32,7 @@ from beaver.algo.normalizers import (
     ScoreKind,
     build_normalizer,
 )
-from beaver.algo.ppo_losses import critic_loss, ppo_actor_loss
+from beaver.algo.ppo_losses import critic_loss, ppo_actor_loss, sequence_actor_loss
 from beaver.algo.rewards import (
     apply_missing_eos_penalty,
     kl_k1,
@@ -41,6 +41,7 @@ from beaver.algo.rewards import (
     token_costs,
     token_rewards,
 )
+from beaver.algo.rloo import leave_one_out, per_token, rloo_stream, scale_by_std, sequence_kl
 from beaver.algo.score_losses import (
     cost_loss,
     divergence_span,
@@ -77,18 +78,24 @@ __all__ = [
     "kl_k1",
     "kl_k3",
     "last_token_index",
+    "leave_one_out",
     "linear_merge",
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
+    "per_token",
     "position_ids_from_attention_mask",
     "ppo_actor_loss",
     "response_mask",
     "reward_loss_sequence",
     "reward_loss_token",
+    "rloo_stream",
     "sacpo_beta",
     "safedpo_pairs",
     "safety_margin",
+    "scale_by_std",
+    "sequence_actor_loss",
+    "sequence_kl",
     "shaped_reward",
     "shifted_logprobs",
     "threshold_from_costs",

@@ -133,6 +133,18 @@ class PPOCfg(Section):
     """Prompts per device per rollout."""
 
 
+class RLOOCfg(Section):
+    """The critic-free advantages of `rloo` / `rloo-lag` (`beaver.algo.rloo`); k, the responses
+    per prompt, is `generation.num_return_sequences`."""
+
+    scale_advantages: bool = True
+    """Divide each stream's leave-one-out advantages by their standard deviation over the
+    rollout before the streams are combined (as TRL's RLOOTrainer normalises)."""
+    ratio: Literal["token", "sequence"] = "token"
+    """The clipped ratio of the actor loss: per token, averaged over each response (PPO's), or one
+    per response on its summed log-probability (the RLOO paper's and TRL's RLOOTrainer's)."""
+
+
 class LagrangeCfg(Section):
     """The cost constraint E[C] <= threshold and its multiplier (PPO-Lag)."""
 
@@ -168,9 +180,10 @@ class LagrangeCfg(Section):
 class PPOConfig(TrainStage):
     """`beaver ppo` / `beaver ppo-lag`: RLHF with a reward model, optionally under a cost constraint."""
 
-    algorithm: Literal["ppo", "ppo-lag", "reward-shaping"] = "ppo"
+    algorithm: Literal["ppo", "ppo-lag", "reward-shaping", "rloo", "rloo-lag"] = "ppo"
     """`ppo` maximises reward; `ppo-lag` adds the cost constraint and multiplier; `reward-shaping`
-    maximises R - lambda_fixed * C with one critic (an ablation baseline). Set by the command;
+    maximises R - lambda_fixed * C with one critic (an ablation baseline); `rloo` / `rloo-lag`
+    are critic-free (leave-one-out baselines over k responses per prompt). Set by the command;
     what each one holds and trains: `beaver.config.algorithms`."""
     actor: ModelCfg
     """The policy to train (usually the SFT model); also the frozen reference model."""
@@ -188,6 +201,8 @@ class PPOConfig(TrainStage):
     """Sampling options of the rollouts."""
     ppo: PPOCfg = Field(default_factory=PPOCfg)
     """PPO hyper-parameters."""
+    rloo: RLOOCfg = Field(default_factory=RLOOCfg)
+    """Critic-free advantages (`rloo`, `rloo-lag`)."""
     lagrange: LagrangeCfg = Field(default_factory=LagrangeCfg)
     """The cost constraint (ppo-lag) or fixed trade-off (reward-shaping)."""
     actor_optim: OptimCfg = Field(default_factory=lambda: OptimCfg(lr=1e-5, weight_decay=0.01))
@@ -206,4 +221,13 @@ class PPOConfig(TrainStage):
     def _check(self) -> PPOConfig:
         if self.spec.cost_model and self.cost_model is None:
             raise ValueError(f"algorithm {self.algorithm!r} needs cost_model.name_or_path")
+        if self.spec.critic_free:
+            if self.generation.num_return_sequences < 2:
+                raise ValueError(
+                    f"algorithm {self.algorithm!r} needs generation.num_return_sequences >= 2 "
+                    "(its baseline is the mean score of the prompt's other responses)"
+                )
+            given = [n for n in ("reward_critic", "cost_critic") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"algorithm {self.algorithm!r} holds no critic; remove {given}")
         return self
