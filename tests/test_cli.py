@@ -24,6 +24,7 @@ COMMAND_OF = {
     "ppo": ["ppo"],
     "ppo-lag": ["ppo-lag"],
     "reward-shaping": ["ppo-lag"],
+    "rloo-lag": ["ppo-lag"],
     "dpo": ["dpo"],
     "safe-dpo": ["dpo"],
     "sacpo": ["dpo"],

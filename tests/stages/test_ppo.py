@@ -140,15 +140,18 @@ def test_calibrated_threshold_is_saved(world: Path, tmp_path: Path) -> None:
     assert rows[0]["lagrange/threshold"] == pytest.approx(saved["threshold"])
 
 
-def test_resume_reproduces_losses_and_lambda(world: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rule", ["gradient", "pid"])
+def test_resume_reproduces_losses_and_lambda(world: Path, tmp_path: Path, rule: str) -> None:
+    # the PID rule's integral and last J_c travel in the checkpoint as the gradient rule's state
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    invoke(ppo_args(world, straight, "ppo-lag", "train.save_every=2", "lagrange.threshold=-1"))
+    common = ("lagrange.threshold=-1", f"lagrange.rule={rule}")
+    invoke(ppo_args(world, straight, "ppo-lag", "train.save_every=2", *common))
     invoke(
         ppo_args(
             world,
             resumed,
             "ppo-lag",
-            "lagrange.threshold=-1",
+            *common,
             f"train.resume={straight / 'checkpoints' / 'step-00000002'}",
         )
     )
@@ -165,6 +168,8 @@ def test_resume_reproduces_losses_and_lambda(world: Path, tmp_path: Path) -> Non
     for row in metrics(straight)[2:]:
         for key in keys:
             assert after[row["step"]][key] == pytest.approx(row[key], abs=1e-6), key
+    # J_c stays above d = -1 (the untrained cost model scores near 0): lambda rose from 1
+    assert metrics(straight)[-1]["lagrange/lambda"] > 1.0
 
 
 def test_ppo_lag_under_zero3_bf16(world: Path, tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ Masks and log-probs, score-model losses, DPO-family losses and linear merging, K
 Lagrange multiplier controller with threshold calibration, critic-free (RLOO) advantages, score normalizers and typed containers.
 """
 
-from beaver.algo.advantages import combined_advantage, gae, whiten
+from beaver.algo.advantages import combined_advantage, combined_advantage_multi, gae, whiten
 from beaver.algo.dpo import (
     DPOLossOut,
     SafeDPOPairs,
@@ -13,7 +13,13 @@ from beaver.algo.dpo import (
     safedpo_pairs,
     safety_margin,
 )
-from beaver.algo.lagrange import LagrangeController, calibrate_threshold, threshold_from_costs
+from beaver.algo.lagrange import (
+    LagrangeController,
+    PIDLagrangeController,
+    calibrate_threshold,
+    controller_from_config,
+    threshold_from_costs,
+)
 from beaver.algo.logprobs import entropy_from_logits, logprobs_from_logits, shifted_logprobs
 from beaver.algo.masks import (
     gather_end_scores,
@@ -58,6 +64,7 @@ __all__ = [
     "GAEOut",
     "LagrangeController",
     "Normalizer",
+    "PIDLagrangeController",
     "RewardLossOut",
     "Rollout",
     "RunningMeanStd",
@@ -67,6 +74,8 @@ __all__ = [
     "build_normalizer",
     "calibrate_threshold",
     "combined_advantage",
+    "combined_advantage_multi",
+    "controller_from_config",
     "cost_loss",
     "critic_loss",
     "divergence_span",

@@ -167,6 +167,15 @@ class LagrangeCfg(Section):
     """Episodes averaged into the mean cost J_c."""
     update_cadence: Literal["per_rollout", "per_step"] = "per_rollout"
     """Update lambda once per rollout batch, or once per optimiser step (the reference)."""
+    rule: Literal["gradient", "pid"] = "gradient"
+    """How lambda moves: the log-space gradient step (`lambda_lr`), or the PID Lagrangian
+    (Stooke et al. 2020; `pid_kp`, `pid_ki`, `pid_kd`)."""
+    pid_kp: float = Field(0.5, ge=0.0)
+    """PID: weight of the proportional term K_p (J_c - d)."""
+    pid_ki: float = Field(0.1, ge=0.0)
+    """PID: step of the integral term, I += K_i (J_c - d), I >= 0, starting at lambda_init."""
+    pid_kd: float = Field(0.5, ge=0.0)
+    """PID: weight of the derivative term K_d max(0, J_c - previous J_c)."""
     lambda_fixed: float = Field(1.0, ge=0.0)
     """Fixed weight of the reward-shaping baseline (R - lambda_fixed * C)."""
 

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from beaver.algo import LagrangeController, threshold_from_costs
+from beaver.algo import LagrangeController, controller_from_config, threshold_from_costs
 from beaver.config.sections import ModelCfg
 from beaver.config.stages import PPOConfig
 from beaver.engine import dist
@@ -143,7 +143,7 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
     models = build_models(cfg, run_, specs, optim_steps)
     actor_tok = load_tokenizer(cfg.actor, padding_side="left")
     retokenize = make_retokenizer(actor_tok, load_tokenizer(cfg.reward_model))
-    controller = LagrangeController.from_config(cfg.lagrange) if spec.multiplier else None
+    controller = controller_from_config(cfg.lagrange) if spec.multiplier else None
     opts = RolloutOptions(
         generation=cfg.generation,
         eos_token_id=actor_tok.eos_token_id,
