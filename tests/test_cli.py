@@ -25,6 +25,7 @@ COMMAND_OF = {
     "ppo-lag": ["ppo-lag"],
     "ppo-lag-lora": ["ppo-lag"],
     "reward-shaping": ["ppo-lag"],
+    "rloo-lag": ["ppo-lag"],
     "dpo": ["dpo"],
     "safe-dpo": ["dpo"],
     "sacpo": ["dpo"],

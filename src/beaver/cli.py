@@ -154,11 +154,13 @@ COMMANDS: tuple[tuple[typer.Typer, Command], ...] = (
                   "objective", "reward")),
     (app, Command("cm", "stages.score", ScoreConfig,
                   "Train a cost model (harm) on safety-preference pairs.", "objective", "cost")),
-    (app, Command("ppo", "stages.ppo", PPOConfig, "RLHF with PPO against a reward model.",
+    (app, Command("ppo", "stages.ppo", PPOConfig,
+                  "RLHF with PPO (or critic-free RLOO) against a reward model.",
                   "algorithm", "ppo", algorithms_of("ppo"))),
     (app, Command("ppo-lag", "stages.ppo", PPOConfig,
-                  "Safe RLHF: PPO-Lagrangian under a cost constraint (or the reward-shaping "
-                  "baseline).", "algorithm", "ppo-lag", algorithms_of("ppo-lag"))),
+                  "Safe RLHF: PPO-Lagrangian under a cost constraint (or critic-free "
+                  "RLOO-Lagrangian, or the reward-shaping baseline).", "algorithm", "ppo-lag",
+                  algorithms_of("ppo-lag"))),
     (app, Command("dpo", "stages.dpo", DPOConfig,
                   "Offline preference optimisation: DPO, SafeDPO or SACPO (`algorithm`), no "
                   "reward model.")),

@@ -84,17 +84,32 @@ def invoke(args: list[str]) -> None:
     assert result.exit_code == 0, result.output + repr(result.exception)
 
 
-@pytest.mark.parametrize("variant", ["ppo", "ppo-lag", "reward-shaping"])
+VARIANTS = {  # algorithm: (command, extra overrides)
+    "ppo": ("ppo", ()),
+    "ppo-lag": ("ppo-lag", ()),
+    "reward-shaping": ("ppo-lag", ("algorithm=reward-shaping",)),
+    # one ratio per response for rloo, per token for rloo-lag: both actor losses run
+    "rloo": ("ppo", ("algorithm=rloo", "generation.num_return_sequences=2", "rloo.ratio=sequence")),
+    "rloo-lag": ("ppo-lag", ("algorithm=rloo-lag", "generation.num_return_sequences=2")),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_each_algorithm_trains_and_saves(world: Path, tmp_path: Path, variant: str) -> None:
-    command = "ppo" if variant == "ppo" else "ppo-lag"
-    extra = ("algorithm=reward-shaping",) if variant == "reward-shaping" else ()
+    command, extra = VARIANTS[variant]
     invoke(ppo_args(world, tmp_path, command, *extra))
     rows = metrics(tmp_path)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all("rollout/reward" in r and "time/generate" in r for r in rows)
-    assert ("lagrange/lambda" in rows[-1]) == (variant == "ppo-lag")
+    lagrangian, critic_free = variant in ("ppo-lag", "rloo-lag"), variant.startswith("rloo")
+    assert ("lagrange/lambda" in rows[-1]) == lagrangian
     assert ("train/cost_critic_loss" in rows[-1]) == (variant == "ppo-lag")
-    assert ("rollout/cost" in rows[-1]) == (variant != "ppo")
+    assert ("train/reward_critic_loss" in rows[-1]) == (not critic_free)
+    assert ("rollout/cost" in rows[-1]) == (variant not in ("ppo", "rloo"))
+    # what the run held: RLOO trains the actor alone, PPO-Lag two critics beside it
+    held = json.loads((tmp_path / "summary.json").read_text())["models"]
+    critics = {"ppo-lag": ["reward_critic", "cost_critic"], "rloo": [], "rloo-lag": []}
+    assert held["trained"] == ["actor", *critics.get(variant, ["reward_critic"])]
     assert (tmp_path / "training.png").stat().st_size > 0
     trained = AutoModelForCausalLM.from_pretrained(tmp_path / "model")  # plain transformers
     start = AutoModelForCausalLM.from_pretrained(world / "model").state_dict()
@@ -129,15 +144,18 @@ def test_calibrated_threshold_is_saved(world: Path, tmp_path: Path) -> None:
     assert rows[0]["lagrange/threshold"] == pytest.approx(saved["threshold"])
 
 
-def test_resume_reproduces_losses_and_lambda(world: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rule", ["gradient", "pid"])
+def test_resume_reproduces_losses_and_lambda(world: Path, tmp_path: Path, rule: str) -> None:
+    # the PID rule's integral and last J_c travel in the checkpoint as the gradient rule's state
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    invoke(ppo_args(world, straight, "ppo-lag", "train.save_every=2", "lagrange.threshold=-1"))
+    common = ("lagrange.threshold=-1", f"lagrange.rule={rule}")
+    invoke(ppo_args(world, straight, "ppo-lag", "train.save_every=2", *common))
     invoke(
         ppo_args(
             world,
             resumed,
             "ppo-lag",
-            "lagrange.threshold=-1",
+            *common,
             f"train.resume={straight / 'checkpoints' / 'step-00000002'}",
         )
     )
@@ -154,6 +172,8 @@ def test_resume_reproduces_losses_and_lambda(world: Path, tmp_path: Path) -> Non
     for row in metrics(straight)[2:]:
         for key in keys:
             assert after[row["step"]][key] == pytest.approx(row[key], abs=1e-6), key
+    # J_c stays above d = -1 (the untrained cost model scores near 0): lambda rose from 1
+    assert metrics(straight)[-1]["lagrange/lambda"] > 1.0
 
 
 def test_ppo_lag_under_zero3_bf16(world: Path, tmp_path: Path) -> None:

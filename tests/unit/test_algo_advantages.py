@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from beaver.algo import combined_advantage, gae, whiten
+from beaver.algo import combined_advantage, combined_advantage_multi, gae, whiten
 
 REWARDS = torch.tensor([[0.0, 0.0, 1.0]])
 VALUES = torch.tensor([[0.5, 0.6, 0.7]])
@@ -85,3 +85,20 @@ def test_combined_advantage_detaches_tensor_lambda() -> None:
     lam = torch.tensor(1.0, requires_grad=True)
     out = combined_advantage(torch.ones(1, 2), torch.ones(1, 2), lam)
     assert not out.requires_grad
+
+
+def test_combined_advantage_multi() -> None:
+    adv_r = torch.tensor([[1.0, -2.0]])
+    adv_c1 = torch.tensor([[3.0, 4.0]])
+    adv_c2 = torch.tensor([[-1.0, 2.0]])
+    # every lambda 0: A_r exactly (PPO)
+    assert torch.equal(combined_advantage_multi(adv_r, [adv_c1, adv_c2], [0.0, 0.0]), adv_r)
+    # one constraint: today's formula (lambda 3: [-2, -3.5])
+    one = combined_advantage_multi(adv_r, [adv_c1], [3.0])
+    assert torch.allclose(one, combined_advantage(adv_r, adv_c1, 3.0))
+    # lambdas 1 and 2: (A_r - A_c1 - 2 A_c2) / 4
+    #   token 0: (1 - 3 + 2) / 4 = 0; token 1: (-2 - 4 - 4) / 4 = -2.5
+    two = combined_advantage_multi(adv_r, [adv_c1, adv_c2], [1.0, torch.tensor(2.0)])
+    assert torch.allclose(two, torch.tensor([[0.0, -2.5]]))
+    with pytest.raises(ValueError, match="2 cost advantages but 1 multipliers"):
+        combined_advantage_multi(adv_r, [adv_c1, adv_c2], [1.0])

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from beaver.algo import critic_loss, ppo_actor_loss
+from beaver.algo import critic_loss, ppo_actor_loss, sequence_actor_loss
 
 
 def test_actor_loss_ratio_one_is_minus_mean_advantage() -> None:
@@ -79,3 +79,23 @@ def test_actor_loss_clips_at_the_lower_bound() -> None:
     # d loss / d logp_0 = -(1/2) * ratio * A = -(1/2) * 0.5 * 1 = -0.25; clipped token: 0
     assert logp.grad is not None
     assert logp.grad[0].tolist() == pytest.approx([-0.25, 0.0])
+
+
+def test_sequence_actor_loss_one_ratio_per_response() -> None:
+    old = torch.zeros(2, 3)
+    # row 0: two tokens of log-ratio ln 1.5 / 2 each -> sequence ratio 1.5; row 1: ratio 1
+    half = math.log(1.5) / 2
+    logp = torch.tensor([[half, half, 7.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])  # the 7.0 is padding and must not count
+    adv = torch.tensor([[1.0, 1.0, 0.0], [-2.0, -2.0, -2.0]])  # one value per row on its mask
+    # row 0 (A = +1): min(1.5, 1.2) = 1.2, clipped; row 1 (A = -2): min(-2, -2) = -2
+    # loss = -(1.2 - 2) / 2 = 0.4; clip fraction 1/2; k3 KL = ((1.5 - 1) - ln 1.5 + 0) / 2
+    out = sequence_actor_loss(logp, old, adv, mask, clip_eps=0.2)
+    assert out.loss.item() == pytest.approx(0.4, abs=1e-6)
+    assert out.clip_fraction.item() == 0.5
+    assert out.approx_kl.item() == pytest.approx(0.0945349 / 2, abs=1e-6)
+    out.loss.backward()
+    # row 0 is clipped: no gradient. row 1: d/d logp_t of -(1/2) * ratio * A with ratio = exp(sum_t logp_t) = 1: -(1/2)(-2) = 1
+    # on each of its tokens (REINFORCE on the sequence log-prob: not divided by its length)
+    assert logp.grad is not None
+    assert logp.grad.flatten().tolist() == pytest.approx([0.0, 0.0, 0.0, 1.0, 1.0, 1.0])

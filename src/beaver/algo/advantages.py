@@ -10,6 +10,8 @@ but must be contiguous: the recursion stops where the mask stops.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -68,3 +70,22 @@ def combined_advantage(adv_r: Tensor, adv_c: Tensor, lam: float | Tensor) -> Ten
     if isinstance(lam, Tensor):
         lam = lam.detach()
     return (adv_r - lam * adv_c) / (1.0 + lam)
+
+
+def combined_advantage_multi(
+    adv_r: Tensor, adv_cs: Sequence[Tensor], lams: Sequence[float | Tensor]
+) -> Tensor:
+    """(B, T) advantage under several constraints: (A_r - sum_k lambda_k A_ck) / (1 + sum_k lambda_k).
+
+    The PPO-Lag rule generalised (ALGORITHMS.md, "Several constraints"): each cost stream k is
+    weighed by its own multiplier, and the division by 1 + sum_k lambda_k keeps the advantage's
+    scale (and the reward stream's KL weight) bounded however many multipliers grow. All
+    lambda_k = 0 gives A_r (PPO); one constraint gives `combined_advantage`.
+    """
+    if len(adv_cs) != len(lams):
+        raise ValueError(f"{len(adv_cs)} cost advantages but {len(lams)} multipliers")
+    weights = [lam.detach() if isinstance(lam, Tensor) else lam for lam in lams]
+    total = adv_r
+    for adv_c, lam in zip(adv_cs, weights, strict=True):
+        total = total - lam * adv_c
+    return total / (1.0 + sum(weights))

@@ -20,6 +20,8 @@ Choices beyond the reference:
 - [beaver] `state_dict()` holds plain floats/ints/lists (JSON-serialisable) including the cost
   window and the threshold (which may have been calibrated at run time), so a resumed run makes
   exactly the updates an uninterrupted one would.
+- [beaver] `PIDLagrangeController`: the PID Lagrangian as a selectable rule (`rule: pid`), the
+  same events and checkpointed state (`controller_from_config` picks the rule).
 - [beaver] `threshold_from_costs`: state the constraint as a target unsafe share q and turn it into
   a threshold d in cost units from the cost model's scores on rollouts of the initial policy.
 """
@@ -39,7 +41,7 @@ Cadence = Literal["per_rollout", "per_step"]
 class LagrangeController:
     """Holds log_lambda and the window of recent episode costs; `update()` moves lambda."""
 
-    SETTINGS = (
+    SETTINGS: tuple[str, ...] = (
         "lambda_init",
         "lambda_lr",
         "lambda_max",
@@ -186,3 +188,73 @@ def threshold_from_costs(costs: Tensor, target_unsafe_share: float) -> float:
     """
     costs = costs.detach().flatten().float()
     return calibrate_threshold(costs[costs <= 0], costs[costs > 0], target_unsafe_share)
+
+
+class PIDLagrangeController(LagrangeController):
+    """The PID Lagrangian (Stooke, Achiam, Abbeel 2020, arXiv 2007.03964) behind the same events.
+
+    With e_t = J_c,t - d:
+        I_t = max(0, I_{t-1} + K_i e_t),        I_0 = lambda_init,
+        lambda_t = min(lambda_max, max(0, K_p e_t + I_t + K_d max(0, J_c,t - J_c,t-1))),
+    the D term 0 at the first update. K_p = K_d = 0 is plain (linear, not log-space) dual ascent
+    with step K_i. The proportional term lowers lambda as soon as the cost falls below d, and the
+    derivative term raises it while the cost is still rising, which damps the overshoot the
+    integral alone (like the gradient rule) shows.
+
+    Choices, stated: [beaver] P and D act on J_c, which is already the mean of the last
+    `episode_cost_window_size` episodes (the paper smooths them with EMAs; the window does that
+    here); lambda may reach 0 (no log space); no update, but J_c remembered, while
+    step < lambda_update_delay_steps. `lambda_lr` is not used (K_i is the integral's step).
+    """
+
+    SETTINGS: tuple[str, ...] = (*LagrangeController.SETTINGS, "pid_kp", "pid_ki", "pid_kd")
+
+    def __init__(self, *, pid_kp: float, pid_ki: float, pid_kd: float, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.kp, self.ki, self.kd = pid_kp, pid_ki, pid_kd
+        self.integral = float(settings["lambda_init"])
+        self.previous_cost: float | None = None
+        self._lambda = self._cap(self.integral)
+
+    def _cap(self, value: float) -> float:
+        value = max(0.0, value)
+        return value if self.lambda_max is None else min(value, self.lambda_max)
+
+    @property
+    def lambda_(self) -> float:
+        return self._lambda
+
+    def update(self, mean_cost: float | None = None) -> float:
+        j_c = self.mean_cost if mean_cost is None else float(mean_cost)
+        if j_c is None:
+            raise ValueError("PIDLagrangeController.update: no episode costs observed yet")
+        if self.step >= self.update_delay_steps:
+            error = j_c - self.threshold
+            self.integral = max(0.0, self.integral + self.ki * error)
+            rise = 0.0 if self.previous_cost is None else max(0.0, j_c - self.previous_cost)
+            self._lambda = self._cap(self.kp * error + self.integral + self.kd * rise)
+        self.previous_cost = j_c
+        self.step += 1
+        return self._lambda
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "integral": self.integral,
+            "previous_cost": self.previous_cost,
+            "lambda": self._lambda,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.integral = float(state["integral"])
+        prev = state["previous_cost"]
+        self.previous_cost = None if prev is None else float(prev)
+        self._lambda = float(state["lambda"])
+
+
+def controller_from_config(cfg: Any) -> LagrangeController:
+    """The multiplier rule `cfg.rule` names (`gradient`, default, or `pid`) with its settings."""
+    if getattr(cfg, "rule", "gradient") == "pid":
+        return PIDLagrangeController.from_config(cfg)
+    return LagrangeController.from_config(cfg)

@@ -52,3 +52,31 @@ def critic_loss(
     values_clipped = torch.clamp(values, old_values - clip_value, old_values + clip_value)
     per_token = torch.maximum((values - returns).square(), (values_clipped - returns).square())
     return 0.5 * masked_mean(per_token, mask)
+
+
+def sequence_actor_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_eps: float = 0.2,
+) -> ActorLossOut:
+    """Clipped policy loss with one ratio per sequence, as RLOO treats a response as one action
+    (and TRL's RLOOTrainer computes it): ratio_i = exp(sum_t (logp - logp_old) over the mask),
+    L = -mean_i min(ratio_i A_i, clip(ratio_i, 1 - eps, 1 + eps) A_i).
+
+    Inputs (B, T); `advantages` holds one value per row on its mask (the sequence's advantage,
+    broadcast), read back as the row's masked mean. With ratio 1 the gradient is A_i times the
+    gradient of the sequence's log-probability (REINFORCE), not of its per-token mean.
+    """
+    maskf = mask.to(logp.dtype)
+    log_ratio = ((logp - old_logp.detach()) * maskf).sum(dim=-1)  # (B,)
+    ratio = torch.exp(log_ratio)
+    adv = (advantages.detach() * maskf).sum(dim=-1) / maskf.sum(dim=-1).clamp(min=1.0)  # (B,)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
+    loss = -torch.minimum(unclipped, clipped).mean()
+    with torch.no_grad():
+        clip_fraction = (clipped < unclipped).float().mean()
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+    return ActorLossOut(loss=loss, clip_fraction=clip_fraction, approx_kl=approx_kl)

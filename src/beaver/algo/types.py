@@ -62,7 +62,7 @@ class Rollout:
     logp: Tensor  # (B, T) fp32 actor log-probs at sampling time ("old" log-probs)
     ref_logp: Tensor  # (B, T) fp32 reference-model log-probs
     reward: Tensor  # (B,) fp32 reward-model end score R (after any missing-EOS penalty)
-    values: Tensor  # (B, T) fp32 reward-critic values V_r
+    values: Tensor | None = None  # (B, T) fp32 reward-critic values V_r (None: critic-free)
     cost: Tensor | None = None  # (B,) fp32 cost-model end score C (PPO-Lag only)
     cost_values: Tensor | None = None  # (B, T) fp32 cost-critic values V_c (PPO-Lag only)
 

@@ -154,6 +154,18 @@ class PPOCfg(Section):
     """Prompts per device per rollout."""
 
 
+class RLOOCfg(Section):
+    """The critic-free advantages of `rloo` / `rloo-lag` (`beaver.algo.rloo`); k, the responses
+    per prompt, is `generation.num_return_sequences`."""
+
+    scale_advantages: bool = True
+    """Divide each stream's leave-one-out advantages by their standard deviation over the
+    rollout before the streams are combined (as TRL's RLOOTrainer normalises)."""
+    ratio: Literal["token", "sequence"] = "token"
+    """The clipped ratio of the actor loss: per token, averaged over each response (PPO's), or one
+    per response on its summed log-probability (the RLOO paper's and TRL's RLOOTrainer's)."""
+
+
 class LagrangeCfg(Section):
     """The cost constraint E[C] <= threshold and its multiplier (PPO-Lag)."""
 
@@ -176,6 +188,15 @@ class LagrangeCfg(Section):
     """Episodes averaged into the mean cost J_c."""
     update_cadence: Literal["per_rollout", "per_step"] = "per_rollout"
     """Update lambda once per rollout batch, or once per optimiser step (the reference)."""
+    rule: Literal["gradient", "pid"] = "gradient"
+    """How lambda moves: the log-space gradient step (`lambda_lr`), or the PID Lagrangian
+    (Stooke et al. 2020; `pid_kp`, `pid_ki`, `pid_kd`)."""
+    pid_kp: float = Field(0.5, ge=0.0)
+    """PID: weight of the proportional term K_p (J_c - d)."""
+    pid_ki: float = Field(0.1, ge=0.0)
+    """PID: step of the integral term, I += K_i (J_c - d), I >= 0, starting at lambda_init."""
+    pid_kd: float = Field(0.5, ge=0.0)
+    """PID: weight of the derivative term K_d max(0, J_c - previous J_c)."""
     lambda_fixed: float = Field(1.0, ge=0.0)
     """Fixed weight of the reward-shaping baseline (R - lambda_fixed * C)."""
 
@@ -189,9 +210,10 @@ class LagrangeCfg(Section):
 class PPOConfig(TrainStage):
     """`beaver ppo` / `beaver ppo-lag`: RLHF with a reward model, optionally under a cost constraint."""
 
-    algorithm: Literal["ppo", "ppo-lag", "reward-shaping"] = "ppo"
+    algorithm: Literal["ppo", "ppo-lag", "reward-shaping", "rloo", "rloo-lag"] = "ppo"
     """`ppo` maximises reward; `ppo-lag` adds the cost constraint and multiplier; `reward-shaping`
-    maximises R - lambda_fixed * C with one critic (an ablation baseline). Set by the command;
+    maximises R - lambda_fixed * C with one critic (an ablation baseline); `rloo` / `rloo-lag`
+    are critic-free (leave-one-out baselines over k responses per prompt). Set by the command;
     what each one holds and trains: `beaver.config.algorithms`."""
     actor: TrainedModelCfg
     """The policy to train (usually the SFT model); also the frozen reference model (with
@@ -210,6 +232,8 @@ class PPOConfig(TrainStage):
     """Sampling options of the rollouts."""
     ppo: PPOCfg = Field(default_factory=PPOCfg)
     """PPO hyper-parameters."""
+    rloo: RLOOCfg = Field(default_factory=RLOOCfg)
+    """Critic-free advantages (`rloo`, `rloo-lag`)."""
     lagrange: LagrangeCfg = Field(default_factory=LagrangeCfg)
     """The cost constraint (ppo-lag) or fixed trade-off (reward-shaping)."""
     actor_optim: OptimCfg = Field(default_factory=lambda: OptimCfg(lr=1e-5, weight_decay=0.01))
@@ -228,4 +252,13 @@ class PPOConfig(TrainStage):
     def _check(self) -> PPOConfig:
         if self.spec.cost_model and self.cost_model is None:
             raise ValueError(f"algorithm {self.algorithm!r} needs cost_model.name_or_path")
+        if self.spec.critic_free:
+            if self.generation.num_return_sequences < 2:
+                raise ValueError(
+                    f"algorithm {self.algorithm!r} needs generation.num_return_sequences >= 2 "
+                    "(its baseline is the mean score of the prompt's other responses)"
+                )
+            given = [n for n in ("reward_critic", "cost_critic") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"algorithm {self.algorithm!r} holds no critic; remove {given}")
         return self

@@ -8,7 +8,9 @@ One stage serves the online algorithms of `beaver.config.algorithms`; the algori
 (`cfg.spec`) says which parts are built, and the step runs on whatever was built:
 - `ppo`: reward model, reward critic;
 - `ppo-lag`: + cost model, cost critic and the multiplier: A = (A_r - lambda A_c) / (1 + lambda);
-- `reward-shaping`: R' = R - lambda_fixed * C with the reward critic only (an ablation).
+- `reward-shaping`: R' = R - lambda_fixed * C with the reward critic only (an ablation);
+- `rloo` / `rloo-lag`: no critic at all; k responses per prompt and leave-one-out baselines per
+  stream (`beaver.algo.rloo`), combined as PPO-Lag's are.
 
 With `actor.lora` the actor is a peft model and the reference is the same module with its adapter
 disabled (no second copy); critics with `lora` train their adapters and heads. The summary says
@@ -23,13 +25,13 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from beaver.algo import LagrangeController, threshold_from_costs
+from beaver.algo import LagrangeController, controller_from_config, threshold_from_costs
 from beaver.config.sections import ModelCfg
 from beaver.config.stages import PPOConfig
 from beaver.engine import dist
@@ -117,8 +119,10 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
         if has_adapter(actor)
         else frozen("reference", load_causal_lm(cfg.actor, dtype, specs.frozen)),
         reward_model=score_model("reward_model", cfg.reward_model),
-        reward_critic=critic("reward_critic", cfg.reward_critic or cfg.reward_model),
     )
+    if "reward_critic" in cfg.spec.critic_names():
+        reward_critic = critic("reward_critic", cfg.reward_critic or cfg.reward_model)
+        models = replace(models, reward_critic=reward_critic)
     if cfg.spec.cost_model:
         assert cfg.cost_model is not None  # the config checks it
         models = replace(models, cost_model=score_model("cost_model", cfg.cost_model))
@@ -133,14 +137,22 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
     """The models, rollout options, update plan, multiplier and PTX data of a run of
     `rollouts` steps."""
     spec, train, specs = cfg.spec, cfg.train, EngineSpecs.of(cfg)
-    plan = UpdatePlan(cfg.ppo, train.per_device_batch_size, cfg.generation.temperature)
+    plan = UpdatePlan(
+        cfg.ppo,
+        train.per_device_batch_size,
+        cfg.generation.temperature,
+        critic_free=spec.critic_free,
+        samples_per_prompt=cfg.generation.num_return_sequences,
+        scale_advantages=cfg.rloo.scale_advantages,
+        sequence_ratio=spec.critic_free and cfg.rloo.ratio == "sequence",
+    )
     episodes = cfg.ppo.rollout_batch_size * cfg.generation.num_return_sequences
     updates = rollouts * plan.updates_per_rollout(episodes)
     optim_steps = math.ceil(updates / train.gradient_accumulation_steps)
     models = build_models(cfg, run_, specs, optim_steps)
     actor_tok = load_tokenizer(cfg.actor, padding_side="left")
     retokenize = make_retokenizer(actor_tok, load_tokenizer(cfg.reward_model))
-    controller = LagrangeController.from_config(cfg.lagrange) if spec.multiplier else None
+    controller = controller_from_config(cfg.lagrange) if spec.multiplier else None
     opts = RolloutOptions(
         generation=cfg.generation,
         eos_token_id=actor_tok.eos_token_id,
@@ -198,7 +210,7 @@ def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: A
     if parts.controller is not None:
         assert rollout.cost is not None
         metrics.update(observe_costs(parts.controller, rollout.cost))
-    targets = compute_targets(rollout, cfg.ppo)
+    targets = compute_targets(rollout, parts.plan)
     # Micro-batch order from the global RNG, which checkpoints restore: resume stays exact.
     generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
     ptx = [to_device(next(ptx_iter), dist.device())] if ptx_iter is not None else None
@@ -253,14 +265,11 @@ def run(cfg: PPOConfig) -> None:
 def train(cfg: PPOConfig, run_: Run, parts: PPOParts, loader: Any, steps: int, tok: Any) -> None:
     """The shared loop over `steps` rollouts, then the actor's HF folder, plots and summary."""
     models = parts.models
-    engines = {"actor": models.actor, "reward_critic": models.reward_critic}
-    optim = {
-        "actor": ("actor_optim", cfg.actor_optim),
-        "reward_critic": ("critic_optim", cfg.critic_optim),
-    }
-    if models.cost_critic is not None:
-        engines["cost_critic"] = models.cost_critic
-        optim["cost_critic"] = ("critic_optim", cfg.critic_optim)
+    engines = {"actor": models.actor}
+    optim = {"actor": ("actor_optim", cfg.actor_optim)}
+    for name in cfg.spec.critic_names():
+        engines[name] = getattr(models, name)
+        optim[name] = ("critic_optim", cfg.critic_optim)
     stateful = {"lagrange": parts.controller} if parts.controller is not None else {}
     ptx_iter = _cycle(parts.ptx_loader) if parts.ptx_loader is not None else None
 
@@ -291,19 +300,31 @@ def train(cfg: PPOConfig, run_: Run, parts: PPOParts, loader: Any, steps: int, t
         f"models held: {sizes['models_held']}; parameters trained: "
         f"{sum(sizes['trainable_parameters'].values()):,} of {sizes['parameters']:,}"
     )
-    finish_run(run_, result, model_dir, {"algorithm": cfg.algorithm, **sizes})
+    finish_run(
+        run_, result, model_dir, {"algorithm": cfg.algorithm, "models": held(models), **sizes}
+    )
 
 
 def model_sizes(models: RolloutModels, engines: dict[str, Any]) -> dict[str, Any]:
     """How many models (copies of weights) the run holds, their parameters, and how many of
     them each trained engine trains (a LoRA actor doubles as the reference)."""
-    held = [m for m in vars(models).values() if m is not None]
+    present = [m for m in vars(models).values() if m is not None]
     trained = {name: parameter_counts(e.module)[0] for name, e in engines.items()}
     return {
-        "models_held": len(held),
+        "models_held": len(present),
         "reference": "actor with its adapter disabled" if models.ref is None else "own copy",
-        "parameters": sum(parameter_counts(getattr(m, "module", m))[1] for m in held),
+        "parameters": sum(parameter_counts(getattr(m, "module", m))[1] for m in present),
         "trainable_parameters": trained,
+    }
+
+
+def held(models: RolloutModels) -> dict[str, list[str]]:
+    """The models a run held, trained and frozen, by name (summary.json)."""
+    trained = ("actor", "reward_critic", "cost_critic")
+    names = [f.name for f in fields(models) if getattr(models, f.name) is not None]
+    return {
+        "trained": [n for n in names if n in trained],
+        "frozen": [n for n in names if n not in trained],
     }
 
 

@@ -2,8 +2,10 @@
 
 PPO and PPO-Lag share every line here; PPO-Lag only adds the cost stream (its GAE and critic)
 and the multiplier in `combined_advantage`. With lambda = 0 PPO-Lag's advantage is PPO's.
-What a run holds decides what runs: a rollout without cost values has no cost stream, an
-update without a cost critic or a controller trains and weighs no cost.
+RLOO(-Lag) differs in one place, where the advantages come from (`compute_targets`: leave-one-
+out baselines over each prompt's k responses instead of critics and GAE); the actor step is
+the same. What a run holds decides what runs: a rollout without cost values has no cost stream,
+an update without a critic or a controller trains and weighs nothing for it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ from beaver.algo import (
     kl_k1,
     kl_k3,
     masked_mean,
+    per_token,
     ppo_actor_loss,
+    rloo_stream,
+    sequence_actor_loss,
+    sequence_kl,
     token_costs,
     token_rewards,
     whiten,
@@ -43,6 +49,14 @@ class UpdatePlan:
     micro_batch_size: int
     temperature: float
     """The sampling temperature: log-probs are those of the distribution sampled from."""
+    critic_free: bool = False
+    """Advantages from leave-one-out baselines over `samples_per_prompt` responses (RLOO)."""
+    samples_per_prompt: int = 1
+    """k: responses per prompt, consecutive rows of the rollout."""
+    scale_advantages: bool = True
+    """RLOO: each stream's advantages divided by their std over the rollout."""
+    sequence_ratio: bool = False
+    """One clipped ratio per response (`sequence_actor_loss`) instead of one per token."""
 
     def micro_batches(self, n: int, generator: torch.Generator) -> Iterator[tuple[int, Tensor]]:
         """(k, rows) of every micro-batch of a rollout of `n` episodes: `update_iters` shuffled
@@ -62,7 +76,7 @@ class Targets:
     """Advantages and returns per stream. All (B, T), 0 outside the response mask."""
 
     reward_advantages: Tensor
-    reward_returns: Tensor  # regression target of the reward critic
+    reward_returns: Tensor | None = None  # regression target of the reward critic (GAE)
     cost_advantages: Tensor | None = None  # PPO-Lag
     cost_returns: Tensor | None = None  # regression target of the cost critic (PPO-Lag)
 
@@ -74,7 +88,7 @@ class Targets:
 
         return Targets(
             self.reward_advantages[index],
-            self.reward_returns[index],
+            pick(self.reward_returns),
             pick(self.cost_advantages),
             pick(self.cost_returns),
         )
@@ -88,8 +102,29 @@ class Targets:
         return whiten(adv, mask) if whiten_them else adv
 
 
-def compute_targets(rollout: Rollout, ppo: PPOCfg) -> Targets:
+def compute_targets(rollout: Rollout, plan: UpdatePlan) -> Targets:
+    """The advantages of every stream the rollout has: GAE on critics' values, or leave-one-out
+    baselines when the plan is critic-free."""
+    return rloo_targets(rollout, plan) if plan.critic_free else gae_targets(rollout, plan.ppo)
+
+
+def rloo_targets(rollout: Rollout, plan: UpdatePlan) -> Targets:
+    """Sequence scores with the KL folded in (reward - beta KL, cost + beta KL), leave-one-out
+    baseline per stream, each scaled on its own, on every response token (`beaver.algo.rloo`)."""
+    mask, beta = rollout.response_mask, plan.ppo.kl_coeff
+    kl = sequence_kl(rollout.logp, rollout.ref_logp, mask)
+
+    def stream(score: Tensor, kl_weight: float) -> Tensor:
+        adv = rloo_stream(score, kl, kl_weight, plan.samples_per_prompt, plan.scale_advantages)
+        return per_token(adv, mask)
+
+    cost = None if rollout.cost is None else stream(rollout.cost, beta)
+    return Targets(stream(rollout.reward, -beta), cost_advantages=cost)
+
+
+def gae_targets(rollout: Rollout, ppo: PPOCfg) -> Targets:
     """Per-token KL-shaped streams -> GAE per stream (ALGORITHMS.md)."""
+    assert rollout.values is not None, "GAE needs the reward critic's values"
     mask = rollout.response_mask
     rewards = token_rewards(
         rollout.reward, rollout.logp, rollout.ref_logp, mask, ppo.kl_coeff, ppo.clip_range_score
@@ -112,12 +147,14 @@ def actor_step(
     ppo: PPOCfg,
     temperature: float,
     ptx_batch: dict[str, Tensor] | None = None,
+    sequence_ratio: bool = False,
 ) -> dict[str, float]:
     """Clipped policy loss (+ ptx_coeff x LM loss on a PTX batch), one backward, one step."""
     actor.train()
     plen = mb.prompt_ids.shape[1]
     logp, logits = response_logprobs(actor, mb.input_ids, mb.attention_mask, plen, temperature)
-    out = ppo_actor_loss(logp, mb.logp, advantages, mb.response_mask, ppo.clip_range_ratio)
+    loss_fn = sequence_actor_loss if sequence_ratio else ppo_actor_loss
+    out = loss_fn(logp, mb.logp, advantages, mb.response_mask, ppo.clip_range_ratio)
     loss = out.loss
     stats = {
         "train/actor_loss": out.loss.item(),
@@ -175,10 +212,12 @@ def update(
         ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
         lam = controller.on_step() if controller is not None else None
         adv = tg.actor_advantages(lam, mb.response_mask, ppo.whiten_advantages)
-        s = actor_step(models.actor, mb, adv, ppo, plan.temperature, ptx)
-        s["train/reward_critic_loss"] = critic_step(
-            models.reward_critic, mb, mb.values, tg.reward_returns, ppo
-        )
+        s = actor_step(models.actor, mb, adv, ppo, plan.temperature, ptx, plan.sequence_ratio)
+        if models.reward_critic is not None:
+            assert mb.values is not None and tg.reward_returns is not None
+            s["train/reward_critic_loss"] = critic_step(
+                models.reward_critic, mb, mb.values, tg.reward_returns, ppo
+            )
         if models.cost_critic is not None:
             assert mb.cost_values is not None and tg.cost_returns is not None
             s["train/cost_critic_loss"] = critic_step(

@@ -41,7 +41,7 @@ class RolloutModels:
     actor: nn.Module
     ref: nn.Module | None  # None: the actor (a peft model) with its adapter disabled
     reward_model: ScoreModel | nn.Module
-    reward_critic: nn.Module
+    reward_critic: nn.Module | None = None  # None: critic-free (RLOO)
     cost_model: ScoreModel | nn.Module | None = None
     cost_critic: nn.Module | None = None
 
@@ -145,12 +145,12 @@ def collect_rollout(
     else:
         ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
     reward, cost = score_responses(models, input_ids, attention_mask, ended, opts, retokenize)
-    values = response_values(models.reward_critic, input_ids, attention_mask, plen)
-    cost_values = (
-        None
-        if models.cost_critic is None
-        else response_values(models.cost_critic, input_ids, attention_mask, plen).float()
-    )
+
+    def values_of(critic: nn.Module | None) -> Tensor | None:  # None: no critic, no values
+        if critic is None:
+            return None
+        return response_values(critic, input_ids, attention_mask, plen).float()
+
     rollout = Rollout(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -160,9 +160,9 @@ def collect_rollout(
         logp=logp,
         ref_logp=ref_logp,
         reward=reward,
-        values=values.float(),
+        values=values_of(models.reward_critic),
         cost=cost,
-        cost_values=cost_values,
+        cost_values=values_of(models.cost_critic),
     )
     scored = time.perf_counter()
     return rollout, {"time/generate": generated - start, "time/score": scored - generated}
