@@ -12,6 +12,8 @@ token-averaged like the loss.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -28,14 +30,23 @@ def ppo_actor_loss(
 ) -> ActorLossOut:
     """Clipped PPO policy loss from new/old log-probs, advantages and mask, all (B, T)."""
     log_ratio = logp - old_logp.detach()  # (B, T)
+    return _clipped_surrogate(
+        log_ratio, advantages.detach(), clip_eps, lambda x: masked_mean(x, mask)
+    )
+
+
+def _clipped_surrogate(
+    log_ratio: Tensor, advantages: Tensor, clip_eps: float, mean: Callable[[Tensor], Tensor]
+) -> ActorLossOut:
+    """PPO's clipped objective on log-ratios and advantages of one shape, averaged by `mean`
+    (over masked tokens, or over sequences): the loss, the clipped share and the k3 KL."""
     ratio = torch.exp(log_ratio)
-    advantages = advantages.detach()
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * advantages
-    loss = -masked_mean(torch.minimum(unclipped, clipped), mask)
+    loss = -mean(torch.minimum(unclipped, clipped))
     with torch.no_grad():
-        clip_fraction = masked_mean((clipped < unclipped).float(), mask)
-        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+        clip_fraction = mean((clipped < unclipped).float())
+        approx_kl = mean((ratio - 1.0) - log_ratio)
     return ActorLossOut(loss=loss, clip_fraction=clip_fraction, approx_kl=approx_kl)
 
 
@@ -71,12 +82,5 @@ def sequence_actor_loss(
     """
     maskf = mask.to(logp.dtype)
     log_ratio = ((logp - old_logp.detach()) * maskf).sum(dim=-1)  # (B,)
-    ratio = torch.exp(log_ratio)
     adv = (advantages.detach() * maskf).sum(dim=-1) / maskf.sum(dim=-1).clamp(min=1.0)  # (B,)
-    unclipped = ratio * adv
-    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
-    loss = -torch.minimum(unclipped, clipped).mean()
-    with torch.no_grad():
-        clip_fraction = (clipped < unclipped).float().mean()
-        approx_kl = ((ratio - 1.0) - log_ratio).mean()
-    return ActorLossOut(loss=loss, clip_fraction=clip_fraction, approx_kl=approx_kl)
+    return _clipped_surrogate(log_ratio, adv, clip_eps, Tensor.mean)
