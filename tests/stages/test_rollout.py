@@ -79,9 +79,9 @@ def test_pad_equal_to_eos_ends_each_response_at_its_first_eos(
         assert ro.reward[b] == pytest.approx(
             float(models.reward_model(seq, ones).end_scores[0]), abs=1e-4
         )
-        assert ro.cost is not None
-        assert ro.cost[b] == pytest.approx(
-            float(models.cost_model(seq, ones).end_scores[0]),
+        assert ro.costs is not None and ro.costs.shape == (3, 1)
+        assert ro.costs[b, 0] == pytest.approx(
+            float(models.cost_sources[0].model(seq, ones).end_scores[0]),
             abs=1e-4,  # type: ignore[misc]
         )
 
@@ -129,7 +129,8 @@ def test_reward_shaping_subtracts_lambda_times_cost(monkeypatch: pytest.MonkeyPa
     assert cost is not None and cost2 is not None and torch.equal(cost, cost2)
     assert cost.abs().min() > 1e-3  # the subtraction is visible
     penalty = torch.tensor([0.0, 0.0, 1.5])
-    assert torch.allclose(shaped, plain - penalty - 0.5 * cost, atol=1e-6)
+    assert cost.shape == (3, 1)  # (B, K): one column per cost source
+    assert torch.allclose(shaped, plain - penalty - 0.5 * cost[:, 0], atol=1e-6)
 
 
 def _other_tokenizer() -> Any:

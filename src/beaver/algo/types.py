@@ -1,7 +1,7 @@
 """Typed containers for the algorithm layer: rollouts and the outputs of the loss functions.
 
 Every tensor field states its shape. B = batch (number of sequences), P = prompt length (left
-padded), T = response length (right padded after the first EOS).
+padded), T = response length (right padded after the first EOS), K = number of constraints.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ class Rollout:
     ref_logp: Tensor  # (B, T) fp32 reference-model log-probs
     reward: Tensor  # (B,) fp32 reward-model end score R (after any missing-EOS penalty)
     values: Tensor | None = None  # (B, T) fp32 reward-critic values V_r (None: critic-free)
-    cost: Tensor | None = None  # (B,) fp32 cost-model end score C (PPO-Lag only)
-    cost_values: Tensor | None = None  # (B, T) fp32 cost-critic values V_c (PPO-Lag only)
+    costs: Tensor | None = None  # (B, K) fp32 end cost C_k of each of K constraints (PPO-Lag)
+    cost_values: Tensor | None = None  # (B, K, T) fp32 values V_ck of the K cost critics
 
     @property
     def batch_size(self) -> int:

@@ -27,7 +27,10 @@ from beaver.config.sections import (
     TrainedModelCfg,
 )
 from beaver.config.stages import (
+    ConstraintCfg,
+    CostSourceCfg,
     LagrangeCfg,
+    MultiplierCfg,
     PPOCfg,
     PPOConfig,
     RLDataCfg,
@@ -41,6 +44,8 @@ from beaver.config.stages import (
 __all__ = [
     "ALGORITHMS",
     "ChatConfig",
+    "ConstraintCfg",
+    "CostSourceCfg",
     "DPOCfg",
     "DPOConfig",
     "DataCfg",
@@ -56,6 +61,7 @@ __all__ = [
     "LoraCfg",
     "MergeConfig",
     "ModelCfg",
+    "MultiplierCfg",
     "OnlineAlgorithm",
     "OptimCfg",
     "PPOCfg",

@@ -166,16 +166,14 @@ class RLOOCfg(Section):
     per response on its summed log-probability (the RLOO paper's and TRL's RLOOTrainer's)."""
 
 
-class LagrangeCfg(Section):
-    """The cost constraint E[C] <= threshold and its multiplier (PPO-Lag)."""
+class MultiplierCfg(Section):
+    """One constraint's bound E[C] <= d and how its Lagrange multiplier moves."""
 
     threshold: float = 0.0
-    """d: the constraint's bound, in the cost model's units (cost > 0 means unsafe)."""
+    """d: the constraint's bound, in the cost source's units (cost > 0 means unsafe)."""
     target_unsafe_share: float | None = Field(None, gt=0.0, lt=1.0)
     """State the constraint as a share of unsafe responses instead: the threshold is calibrated
-    from the cost model's scores on rollouts of the initial policy (overrides `threshold`)."""
-    calibration_batches: int = Field(4, gt=0)
-    """Prompt batches of the initial policy scored to calibrate the threshold."""
+    from the cost source's scores on rollouts of the initial policy (overrides `threshold`)."""
     lambda_init: float = Field(1.0, gt=0.0)
     """Initial multiplier."""
     lambda_lr: float = Field(0.1, ge=0.0)
@@ -197,14 +195,45 @@ class LagrangeCfg(Section):
     """PID: step of the integral term, I += K_i (J_c - d), I >= 0, starting at lambda_init."""
     pid_kd: float = Field(0.5, ge=0.0)
     """PID: weight of the derivative term K_d max(0, J_c - previous J_c)."""
-    lambda_fixed: float = Field(1.0, ge=0.0)
-    """Fixed weight of the reward-shaping baseline (R - lambda_fixed * C)."""
 
     @model_validator(mode="after")
-    def _max_above_init(self) -> LagrangeCfg:
+    def _max_above_init(self) -> MultiplierCfg:
         if self.lambda_max is not None and self.lambda_max < self.lambda_init:
             raise ValueError(f"lambda_max ({self.lambda_max}) < lambda_init ({self.lambda_init})")
         return self
+
+
+class LagrangeCfg(MultiplierCfg):
+    """The cost constraint E[C] <= threshold and its multiplier (PPO-Lag's one-constraint form),
+    plus the settings every constraint of a run shares."""
+
+    calibration_batches: int = Field(4, gt=0)
+    """Prompt batches of the initial policy scored to calibrate `target_unsafe_share` bounds."""
+    lambda_fixed: float = Field(1.0, ge=0.0)
+    """Fixed weight of the reward-shaping baseline (R - lambda_fixed * C)."""
+
+
+class CostSourceCfg(Section):
+    """Where a constraint's cost comes from: a trained beaver cost model (`beaver cm`)."""
+
+    cost_model: ModelCfg
+    """The cost model (a path is short for `{name_or_path: PATH}`)."""
+
+
+class ConstraintCfg(MultiplierCfg):
+    """One constraint E[C_k] <= d_k of `constraints`: a name, a cost source, a bound and its own
+    multiplier (the `lagrange` fields that belong to one multiplier)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    """Names the constraint's metrics (`lagrange/NAME/lambda`), checkpoint state and critic."""
+    source: CostSourceCfg
+    """The cost model the constraint reads."""
+    cost_critic: TrainedModelCfg | None = None
+    """Initial cost critic of this constraint (ppo-lag); defaults to the source's cost model."""
+
+
+SHORTHAND_CONSTRAINT = "cost"
+"""The name of the one constraint that `cost_model` + `lagrange` stand for."""
 
 
 class PPOConfig(TrainStage):
@@ -236,6 +265,10 @@ class PPOConfig(TrainStage):
     """Critic-free advantages (`rloo`, `rloo-lag`)."""
     lagrange: LagrangeCfg = Field(default_factory=LagrangeCfg)
     """The cost constraint (ppo-lag) or fixed trade-off (reward-shaping)."""
+    constraints: list[ConstraintCfg] = Field(default_factory=list)
+    """Several constraints, each with its own cost source, bound and multiplier (`ppo-lag`,
+    `rloo-lag`); instead of `cost_model` + `lagrange`, which are the one-constraint shorthand
+    (a constraint named `cost`)."""
     actor_optim: OptimCfg = Field(default_factory=lambda: OptimCfg(lr=1e-5, weight_decay=0.01))
     """Actor optimiser."""
     critic_optim: OptimCfg = Field(
@@ -248,10 +281,64 @@ class PPOConfig(TrainStage):
         """What `algorithm` holds, trains and optimises."""
         return ALGORITHMS[self.algorithm]
 
+    def constraint_list(self) -> list[ConstraintCfg]:
+        """The run's constraints: `constraints`, or the one that `cost_model` + `lagrange`
+        stand for (named `cost`); none for an algorithm without a multiplier."""
+        if not self.spec.multiplier:
+            return []
+        if self.constraints:
+            return list(self.constraints)
+        assert self.cost_model is not None  # the config checks it
+        per_multiplier = {k: getattr(self.lagrange, k) for k in MultiplierCfg.model_fields}
+        return [
+            ConstraintCfg(
+                name=SHORTHAND_CONSTRAINT,
+                source=CostSourceCfg(cost_model=self.cost_model),
+                cost_critic=self.cost_critic,
+                **per_multiplier,
+            )
+        ]
+
+    @model_validator(mode="after")
+    def _check_constraints(self) -> PPOConfig:
+        if not self.constraints:
+            return self
+        if not self.spec.multiplier:
+            raise ValueError(
+                f"algorithm {self.algorithm!r} has no multiplier; constraints are for "
+                "ppo-lag and rloo-lag"
+            )
+        both = [k for k in ("cost_model", "cost_critic") if getattr(self, k) is not None]
+        default = MultiplierCfg()
+        both += [
+            f"lagrange.{k}"
+            for k in MultiplierCfg.model_fields
+            if getattr(self.lagrange, k) != getattr(default, k)
+        ]
+        if both:
+            raise ValueError(
+                f"constraints: given together with {both}, which are the one-constraint "
+                "shorthand; put the source, bound and multiplier settings in each constraint"
+            )
+        names = [c.name for c in self.constraints]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"constraints: names must differ, {twice} given more than once")
+        if self.spec.critic_free:
+            critics = [c.name for c in self.constraints if c.cost_critic is not None]
+            if critics:
+                raise ValueError(
+                    f"algorithm {self.algorithm!r} holds no critic; remove cost_critic from "
+                    f"constraints {critics}"
+                )
+        return self
+
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
-        if self.spec.cost_model and self.cost_model is None:
-            raise ValueError(f"algorithm {self.algorithm!r} needs cost_model.name_or_path")
+        if self.spec.cost_model and self.cost_model is None and not self.constraints:
+            raise ValueError(
+                f"algorithm {self.algorithm!r} needs cost_model.name_or_path (or constraints)"
+            )
         if self.spec.critic_free:
             if self.generation.num_return_sequences < 2:
                 raise ValueError(

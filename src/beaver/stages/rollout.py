@@ -34,6 +34,22 @@ from beaver.models.saving import unwrap
 from beaver.models.score import ScoreModel
 
 
+def part_name(kind: str, constraint: str, constraints: int) -> str:
+    """Engine name of a per-constraint model (`cost_model`, `cost_critic`): the kind alone when
+    the run has one constraint (as before constraints were a list, so checkpoints of earlier runs
+    resume), `kind.NAME` when it has several."""
+    return kind if constraints == 1 else f"{kind}.{constraint}"
+
+
+@dataclass(frozen=True)
+class CostSource:
+    """Where one constraint's cost comes from: the end score of a beaver cost model. Several
+    sources may share one model; it is then run once per rollout."""
+
+    name: str  # the constraint's name
+    model: ScoreModel | nn.Module
+
+
 @dataclass(frozen=True)
 class RolloutModels:
     """Every model a rollout touches; engines or plain modules (both are called the same way)."""
@@ -42,8 +58,25 @@ class RolloutModels:
     ref: nn.Module | None  # None: the actor (a peft model) with its adapter disabled
     reward_model: ScoreModel | nn.Module
     reward_critic: nn.Module | None = None  # None: critic-free (RLOO)
-    cost_model: ScoreModel | nn.Module | None = None
-    cost_critic: nn.Module | None = None
+    cost_sources: tuple[CostSource, ...] = ()  # one per constraint, K in all
+    cost_critics: tuple[nn.Module, ...] = ()  # one per constraint (ppo-lag), or none
+
+    def named(self) -> dict[str, nn.Module]:
+        """Every distinct model held, by engine name (a model shared by sources counts once)."""
+        out: dict[str, nn.Module] = {"actor": self.actor}
+        if self.ref is not None:
+            out["ref"] = self.ref
+        out["reward_model"] = self.reward_model
+        if self.reward_critic is not None:
+            out["reward_critic"] = self.reward_critic
+        k, seen = len(self.cost_sources), {id(m) for m in out.values()}
+        for source in self.cost_sources:
+            if id(source.model) not in seen:
+                seen.add(id(source.model))
+                out[part_name("cost_model", source.name, k)] = source.model
+        for source, critic in zip(self.cost_sources, self.cost_critics, strict=False):
+            out[part_name("cost_critic", source.name, k)] = critic
+        return out
 
 
 @dataclass(frozen=True)
@@ -94,19 +127,23 @@ def score_responses(
     opts: RolloutOptions,
     retokenize: Any = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """(B,) rewards (missing-EOS penalty and any fixed cost weight applied) and (B,) costs
-    (None without a cost model), in the score models' normaliser units."""
+    """(B,) rewards (missing-EOS penalty and any fixed cost weight applied) and (B, K) costs,
+    one column per cost source (None without one), in the score models' normaliser units."""
     ids, mask = (
         (input_ids, attention_mask) if retokenize is None else retokenize(input_ids, attention_mask)
     )
     reward = score_sequences(models.reward_model, ids, mask, normalize=True)
     reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
-    if models.cost_model is None:
+    if not models.cost_sources:
         return reward, None
-    cost = score_sequences(models.cost_model, ids, mask, normalize=True)
-    if opts.lambda_fixed is not None:
-        reward = shaped_reward(reward, cost, opts.lambda_fixed)
-    return reward, cost
+    scored: dict[int, Tensor] = {}  # one forward per distinct model
+    for source in models.cost_sources:
+        if id(source.model) not in scored:
+            scored[id(source.model)] = score_sequences(source.model, ids, mask, normalize=True)
+    costs = torch.stack([scored[id(s.model)] for s in models.cost_sources], dim=1)  # (B, K)
+    if opts.lambda_fixed is not None:  # reward shaping: one cost source
+        reward = shaped_reward(reward, costs[:, 0], opts.lambda_fixed)
+    return reward, costs
 
 
 @torch.no_grad()
@@ -124,7 +161,7 @@ def collect_rollout(
     models' tokenizer when it differs from the actor's (None: same tokenizer).
     """
     start = time.perf_counter()
-    for m in (models.actor, models.ref, models.reward_critic, models.cost_critic):
+    for m in (models.actor, models.ref, models.reward_critic, *models.cost_critics):
         if m is not None:
             m.eval()
     prompt_ids, prompt_mask, response_ids = sample_responses(
@@ -144,12 +181,15 @@ def collect_rollout(
             )
     else:
         ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
-    reward, cost = score_responses(models, input_ids, attention_mask, ended, opts, retokenize)
+    reward, costs = score_responses(models, input_ids, attention_mask, ended, opts, retokenize)
 
     def values_of(critic: nn.Module | None) -> Tensor | None:  # None: no critic, no values
         if critic is None:
             return None
         return response_values(critic, input_ids, attention_mask, plen).float()
+
+    values = values_of(models.reward_critic)
+    cost_values = [values_of(c) for c in models.cost_critics]  # K x (B, T)
 
     rollout = Rollout(
         prompt_ids=prompt_ids,
@@ -160,9 +200,9 @@ def collect_rollout(
         logp=logp,
         ref_logp=ref_logp,
         reward=reward,
-        values=values_of(models.reward_critic),
-        cost=cost,
-        cost_values=values_of(models.cost_critic),
+        values=values,
+        costs=costs,
+        cost_values=torch.stack(cost_values, dim=1) if cost_values else None,  # type: ignore[arg-type]
     )
     scored = time.perf_counter()
     return rollout, {"time/generate": generated - start, "time/score": scored - generated}
