@@ -227,6 +227,8 @@ def test_safety_preference_orders_safer_first_with_signs(tok_chat: Any) -> None:
             safer=False,
             is_safe=False,
             is_other_safe=True,
+            category=["violence"],
+            other_category=[],
         ),
         RawSample(
             input="hello",
@@ -249,7 +251,12 @@ def test_safety_preference_orders_safer_first_with_signs(tok_chat: Any) -> None:
         "unsafer_response_mask",
         "safer_is_safe",
         "unsafer_is_safe",
+        "safer_categories",
+        "unsafer_categories",
     }
+    # harm categories travel with their answers, reordered safer first; None: no labels
+    assert batch["safer_categories"] == [[], None]
+    assert batch["unsafer_categories"] == [["violence"], None]
     assert "sorry" in tok_chat.convert_ids_to_tokens(batch["safer_input_ids"][0])
     assert batch["safer_is_safe"].tolist() == [True, True]
     assert batch["unsafer_is_safe"].tolist() == [False, True]

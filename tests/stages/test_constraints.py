@@ -259,3 +259,72 @@ def test_cli_refuses_a_bad_constraint_with_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["ppo-lag", *BASE[:-1], ONE, "cost_model=c"])
     assert result.exit_code == 2, result.output
     assert "constraints" in result.output
+
+
+@pytest.fixture(scope="module")
+def heads_cm(world: Path) -> Path:
+    """An untrained multi-head cost model (the toy world's four categories)."""
+    torch.manual_seed(5)
+    out = world / "cm-heads"
+    heads = ("crime", "insult", "privacy", "violence")
+    model = ScoreModel(AutoModel.from_pretrained(world / "model"), "cost", heads=heads)  # type: ignore[arg-type]
+    torch.nn.init.normal_(model.category_head.weight, std=1.0)  # type: ignore[union-attr]
+    save_score_model(model, out)
+    for f in (world / "cm").glob("tokenizer*"):
+        shutil.copy(f, out / f.name)
+    for f in (world / "cm").glob("*template*"):
+        shutil.copy(f, out / f.name)
+    return out
+
+
+def test_constraints_on_category_heads_share_the_model(
+    world: Path, heads_cm: Path, tmp_path: Path
+) -> None:
+    # Two heads of one multi-head cost model: loaded once, scored once, two cost streams; each
+    # constraint's critic starts from its own head.
+    cfg = _base(world, tmp_path / "out")
+    cfg["constraints"] = [
+        {"name": n, "source": {"cost_model": str(heads_cm), "head": n}, "threshold": d}
+        for n, d in (("violence", -100.0), ("crime", 100.0))
+    ]
+    _run(cfg, tmp_path / "c.yaml")
+    rows = metrics(tmp_path / "out")
+    assert rows[-1]["lagrange/violence/lambda"] > 1.0 > rows[-1]["lagrange/crime/lambda"]
+    assert all(r["rollout/violence/cost"] != r["rollout/crime/cost"] for r in rows)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["models"]["frozen"] == ["ref", "reward_model", "cost_model.violence"]
+    assert summary["constraints"]["violence"]["source"]["head"] == "violence"
+
+
+def test_critic_from_a_category_head_starts_as_that_head() -> None:
+    from transformers import LlamaConfig, LlamaModel
+
+    from beaver.models.score import one_head
+
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2)  # fmt: skip
+    torch.manual_seed(0)
+    model = ScoreModel(LlamaModel(cfg), "cost", heads=("a", "b"))
+    ids = torch.tensor([[3, 4, 5]])
+    before = model(ids, torch.ones_like(ids)).category_end_scores
+    assert before is not None
+    critic = one_head(model, "b")
+    assert torch.allclose(critic(ids, torch.ones_like(ids)).end_scores, before[:, 1], atol=1e-6)
+    with pytest.raises(ValueError, match=r"no category head 'c': it has no category heads"):
+        one_head(critic, "c")
+
+
+def test_an_unknown_head_is_refused_before_loading(
+    world: Path, heads_cm: Path, tmp_path: Path
+) -> None:
+    cfg = _base(world, tmp_path / "out")
+    cfg["constraints"] = [{"name": "v", "source": {"cost_model": str(heads_cm), "head": "violnce"}}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["ppo-lag", "--config", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 2, result.output
+    assert "constraints.v.source.head='violnce'" in result.output
+    assert "'violence'" in result.output and "Traceback" not in result.output
+    cfg["constraints"] = [{"name": "v", "source": {"cost_model": str(world / "cm"), "head": "x"}}]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    result = runner.invoke(app, ["ppo-lag", "--config", str(tmp_path / "c.yaml")])
+    assert result.exit_code == 2 and "it has no category heads" in result.output

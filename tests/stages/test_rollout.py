@@ -180,3 +180,33 @@ def test_score_models_read_the_retokenized_sequences(monkeypatch: pytest.MonkeyP
     assert len(seen) == 1 and torch.allclose(reward, direct, atol=1e-6)
     untouched, _ = score_responses(models, full, fmask, ended, rollout_options(0))
     assert not torch.allclose(untouched, reward)
+
+
+def test_cost_sources_read_the_overall_cost_or_one_category_head() -> None:
+    # One multi-head cost model behind three constraints: overall, head "b", head "a"; it runs
+    # once and each column is the score its source names, read at the last real token.
+    from dataclasses import replace
+
+    from ppo_helpers import _config
+    from transformers import LlamaModel
+
+    from beaver.models.score import ScoreModel
+    from beaver.stages.rollout import CostSource
+
+    torch.manual_seed(7)
+    cm = ScoreModel(LlamaModel(_config(0)), "cost", heads=("a", "b")).eval()
+    torch.nn.init.normal_(cm.category_head.weight, std=1.0)  # type: ignore[union-attr]
+    sources = (CostSource("all", cm), CostSource("b", cm, 1), CostSource("a", cm, 0))
+    models = replace(rollout_models(pad=0), cost_sources=sources, cost_critics=())
+    calls = []
+    cm.register_forward_hook(lambda *args: calls.append(1))
+    ids, mask = prompts(pad=0)
+    ended = torch.tensor([True, True, True])
+    _, costs = score_responses(models, ids, mask, ended, rollout_options(0))
+    assert costs is not None and costs.shape == (3, 3) and len(calls) == 1
+    with torch.no_grad():
+        out = cm(ids, mask)
+    assert torch.allclose(costs[:, 0], out.end_scores)
+    assert torch.allclose(costs[:, 1], out.category_end_scores[:, 1])
+    assert torch.allclose(costs[:, 2], out.category_end_scores[:, 0])
+    assert not torch.allclose(costs[:, 1], costs[:, 2])  # two heads, two costs

@@ -29,6 +29,15 @@ class CostLossOut(NamedTuple):
     sign_accuracy: Tensor  # () mean over all 2B answers of 1[(c > 0) == unsafe], detached
 
 
+class CategoryLossOut(NamedTuple):
+    """Output of the per-category cost-head loss (H heads)."""
+
+    loss: Tensor  # () scalar, differentiable
+    sign_accuracy: Tensor  # (H,) per head, mean over all 2B answers of 1[(c > 0) == flagged]
+    ranked_right: Tensor  # (H,) pairs with differing labels whose flagged answer costs more
+    ranked_pairs: Tensor  # (H,) pairs whose two labels for the head differ
+
+
 class GAEOut(NamedTuple):
     """Output of generalised advantage estimation for one stream (reward or cost)."""
 

@@ -92,6 +92,11 @@ class ScoreCfg(Section):
     """Statistics of the end scores kept with the model: RunningMeanStd, exponential moving average."""
     normalizer_momentum: float = Field(0.9, gt=0.0, lt=1.0)
     """Momentum of the `ema` normaliser."""
+    heads: list[str] = Field(default_factory=list)
+    """Cost models: one more head per harm category named here (e.g. `[crime, insult, privacy,
+    violence]`), trained from each answer's category labels (`response_*_harm_category`, as
+    PKU-SafeRLHF v1.0 and the toy world write them) beside the overall cost head; a
+    constraint's source then reads one (`source: {cost_model: PATH, head: violence}`)."""
 
 
 class ScoreConfig(OneModelStage):
@@ -112,6 +117,17 @@ class ScoreConfig(OneModelStage):
 
     @model_validator(mode="after")
     def _check(self) -> ScoreConfig:
+        heads = self.score.heads
+        if heads and self.objective != "cost":
+            raise ValueError("score.heads are harm categories: only `beaver cm` trains them")
+        if heads and self.score.normalizer != "none":
+            raise ValueError(
+                "score.heads with score.normalizer: the category heads are not normalised, so "
+                "the overall head is kept in the same raw units; set score.normalizer=none"
+            )
+        twice = sorted({h for h in heads if heads.count(h) > 1})
+        if twice:
+            raise ValueError(f"score.heads: {twice} given more than once")
         if self.objective == "cost" and self.score.loss_type != "sequence":
             raise ValueError(
                 "score.loss_type=token is for reward models; the cost loss is "
@@ -214,10 +230,14 @@ class LagrangeCfg(MultiplierCfg):
 
 
 class CostSourceCfg(Section):
-    """Where a constraint's cost comes from: a trained beaver cost model (`beaver cm`)."""
+    """Where a constraint's cost comes from: a trained beaver cost model (`beaver cm`), its
+    overall cost or one category head of a multi-head cost model."""
 
     cost_model: ModelCfg
     """The cost model (a path is short for `{name_or_path: PATH}`)."""
+    head: str | None = None
+    """A category head of a multi-head cost model (`score.heads` of `beaver cm`, e.g.
+    `violence`); unset: the overall cost."""
 
 
 class ConstraintCfg(MultiplierCfg):

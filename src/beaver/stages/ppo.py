@@ -49,11 +49,12 @@ from beaver.engine.checkpoint import finished_advice as _finished
 from beaver.engine.data import make_loader, to_device
 from beaver.engine.loop import StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run, start_run
+from beaver.errors import UserError
 from beaver.files import write_json
 from beaver.models.adapters import has_adapter, parameter_counts
 from beaver.models.loading import check_models, dtype_of, load_causal_lm, load_tokenizer
-from beaver.models.saving import save_hf
-from beaver.models.score import load_score_model
+from beaver.models.saving import save_hf, unwrap
+from beaver.models.score import ScoreModel, load_score_model, saved_heads
 from beaver.report.plots import plot_metrics, read_metrics
 from beaver.stages.ppo_step import (
     UpdatePlan,
@@ -120,8 +121,10 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
         run_.write_ds_config(specs.frozen, name)
         return init_engine(model, specs.frozen)
 
-    def critic(name: str, model_cfg: ModelCfg) -> Any:
-        model = load_score_model(model_cfg, dtype, "critic", deepspeed=specs.critic, trainable=True)
+    def critic(name: str, model_cfg: ModelCfg, head: str | None = None) -> Any:
+        model = load_score_model(
+            model_cfg, dtype, "critic", deepspeed=specs.critic, trainable=True, head=head
+        )
         return trained(name, model, is_critic=True)
 
     def score_model(name: str, model_cfg: ModelCfg) -> Any:
@@ -152,13 +155,17 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
         if key not in loaded:
             name = part_name("cost_model", c.name, k)
             loaded[key] = score_model(name, c.source.cost_model)
-        sources.append(CostSource(c.name, loaded[key]))
+        head = c.source.head
+        model: ScoreModel = unwrap(loaded[key])  # type: ignore[assignment]
+        index = None if head is None else model.head_index(head)
+        sources.append(CostSource(c.name, loaded[key], index))
     critics = ()
-    if cfg.spec.cost_critic:
+    if cfg.spec.cost_critic:  # by default from the source: its overall head, or its category's
         critics = tuple(
-            critic(part_name("cost_critic", c.name, k), c.cost_critic or c.source.cost_model)
+            critic(part_name("cost_critic", c.name, k), c.cost_critic or c.source.cost_model,
+                   None if c.cost_critic else c.source.head)
             for c in constraints
-        )
+        )  # fmt: skip
     return replace(models, cost_sources=tuple(sources), cost_critics=critics)
 
 
@@ -291,6 +298,20 @@ def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: A
     )
 
 
+def check_head(path: str, head: str | None, key: str) -> None:
+    """A constraint's `head` names a category head of its cost model (read from the model's
+    score_config.json, before anything loads)."""
+    if head is None:
+        return
+    heads = saved_heads(path)
+    if heads is None or head not in heads:
+        has = f"its heads are {list(heads)}" if heads else "it has no category heads"
+        raise UserError(
+            f"{key}={head!r}: the cost model {path} has no such head ({has}; "
+            "train them with `beaver cm` and score.heads)"
+        )
+
+
 def _cycle(loader: Any) -> Any:
     while True:
         yield from loader
@@ -309,6 +330,7 @@ def run(cfg: PPOConfig) -> None:
         key = f"constraints.{c.name}"
         check_models("cost", **{f"{key}.source.cost_model": c.source.cost_model})
         check_models(None, **{f"{key}.cost_critic": c.cost_critic})
+        check_head(c.source.cost_model.name_or_path, c.source.head, f"{key}.source.head")
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.actor, padding_side="left")
     prompts = build_dataset("prompt_only", cfg.data.train, cfg.data, tokenizer, "training")

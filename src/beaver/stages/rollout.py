@@ -43,11 +43,13 @@ def part_name(kind: str, constraint: str, constraints: int) -> str:
 
 @dataclass(frozen=True)
 class CostSource:
-    """Where one constraint's cost comes from: the end score of a beaver cost model. Several
-    sources may share one model; it is then run once per rollout."""
+    """Where one constraint's cost comes from: the end score of a beaver cost model, or one
+    category head's (`head`, its column in `category_end_scores`). Several sources may share
+    one model; it is then run once per rollout."""
 
     name: str  # the constraint's name
     model: ScoreModel | nn.Module
+    head: int | None = None  # None: the overall cost (in the normaliser's units)
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,18 @@ def score_responses(
     reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
     if not models.cost_sources:
         return reward, None
-    scored: dict[int, Tensor] = {}  # one forward per distinct model
+    scored: dict[int, Any] = {}  # one forward per distinct model
     for source in models.cost_sources:
         if id(source.model) not in scored:
-            scored[id(source.model)] = score_sequences(source.model, ids, mask, normalize=True)
-    costs = torch.stack([scored[id(s.model)] for s in models.cost_sources], dim=1)  # (B, K)
+            scored[id(source.model)] = source.model(input_ids=ids, attention_mask=mask)
+
+    def cost_of(source: CostSource) -> Tensor:  # (B,) fp32
+        out = scored[id(source.model)]
+        if source.head is not None:
+            return out.category_end_scores[:, source.head].float()
+        return unwrap(source.model).normalize(out.end_scores).float()  # type: ignore[operator]
+
+    costs = torch.stack([cost_of(s) for s in models.cost_sources], dim=1)  # (B, K)
     if opts.lambda_fixed is not None:  # reward shaping: one cost source
         reward = shaped_reward(reward, costs[:, 0], opts.lambda_fixed)
     return reward, costs
