@@ -328,3 +328,23 @@ def test_an_unknown_head_is_refused_before_loading(
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["ppo-lag", "--config", str(tmp_path / "c.yaml")])
     assert result.exit_code == 2 and "it has no category heads" in result.output
+
+
+def test_the_per_category_toy_configs() -> None:
+    from beaver.config import ScoreConfig
+
+    cm = load_config(ScoreConfig, "configs/toy/cm-categories.yaml", [], {"objective": "cost"})
+    assert cm.score.heads == ["crime", "insult", "privacy", "violence"]
+    cfg = load_config(
+        PPOConfig, "configs/toy/ppo-lag-categories.yaml", [], {"algorithm": "ppo-lag"}
+    )
+    bounds = {c.name: (c.source.head, c.target_unsafe_share) for c in cfg.constraint_list()}
+    # 1% and 5% of risky answers, a third of the prompts risky: 1/3 of each share of all answers
+    assert bounds == {
+        "violence": ("violence", pytest.approx(0.01 / 3, abs=1e-4)),
+        "crime": ("crime", pytest.approx(0.01 / 3, abs=1e-4)),
+        "insult": ("insult", pytest.approx(0.05 / 3, abs=1e-4)),
+        "privacy": ("privacy", pytest.approx(0.05 / 3, abs=1e-4)),
+    }
+    models = {c.source.cost_model.name_or_path for c in cfg.constraints}
+    assert models == {f"{cm.output_dir}/model"}  # the multi-head model that config trains
