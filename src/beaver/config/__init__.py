@@ -8,6 +8,7 @@ from beaver.config.evaluation import (
     EvalBigBenchConfig,
     EvalGPT4Config,
     ScoreEvalConfig,
+    ServeScoreConfig,
     ToyEvalConfig,
 )
 from beaver.config.loader import dump_config, load_config
@@ -27,8 +28,10 @@ from beaver.config.sections import (
     TrainedModelCfg,
 )
 from beaver.config.stages import (
+    ClassifierCfg,
     ConstraintCfg,
     CostSourceCfg,
+    HttpSourceCfg,
     LagrangeCfg,
     MultiplierCfg,
     PPOCfg,
@@ -44,6 +47,7 @@ from beaver.config.stages import (
 __all__ = [
     "ALGORITHMS",
     "ChatConfig",
+    "ClassifierCfg",
     "ConstraintCfg",
     "CostSourceCfg",
     "DPOCfg",
@@ -54,6 +58,7 @@ __all__ = [
     "EvalBigBenchConfig",
     "EvalGPT4Config",
     "GenerationCfg",
+    "HttpSourceCfg",
     "LagrangeCfg",
     "LaunchCfg",
     "LoggingCfg",
@@ -73,6 +78,7 @@ __all__ = [
     "ScoreCfg",
     "ScoreConfig",
     "ScoreEvalConfig",
+    "ServeScoreConfig",
     "ToyEvalConfig",
     "TrainCfg",
     "TrainDataCfg",

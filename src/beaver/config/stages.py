@@ -229,15 +229,78 @@ class LagrangeCfg(MultiplierCfg):
     """Fixed weight of the reward-shaping baseline (R - lambda_fixed * C)."""
 
 
-class CostSourceCfg(Section):
-    """Where a constraint's cost comes from: a trained beaver cost model (`beaver cm`), its
-    overall cost or one category head of a multi-head cost model."""
+class ClassifierCfg(Section):
+    """An HF sequence-classification model used as it is (a guard or toxicity classifier): the
+    probability p of its unsafe label becomes a cost that is > 0 exactly when p > `boundary`."""
 
-    cost_model: ModelCfg
-    """The cost model (a path is short for `{name_or_path: PATH}`)."""
+    model: ModelCfg
+    """The classifier (`AutoModelForSequenceClassification`), with its own tokenizer."""
+    unsafe_label: str | int = 1
+    """The label meaning unsafe: a name of the model's `id2label`, or its index."""
+    cost: Literal["log_odds", "probability"] = "log_odds"
+    """`log_odds`: log(p / (1 - p)) - log(b / (1 - b)); `probability`: p - b (b = `boundary`)."""
+    boundary: float = Field(0.5, gt=0.0, lt=1.0)
+    """The probability of the unsafe label above which an answer counts as unsafe."""
+    input: Literal["response", "prompt_response"] = "response"
+    """What the classifier reads: the answer alone, or (prompt, answer) as a text pair."""
+    batch_size: int = Field(16, gt=0)
+    """Answers per forward pass."""
+    max_length: int = Field(512, gt=0)
+    """Longer inputs are truncated."""
+
+
+class HttpSourceCfg(Section):
+    """A score served over HTTP: POST `{"prompts": [...], "responses": [...]}` to `url`, read
+    `{"scores": [...]}` back (one float per response; `beaver serve score` serves a beaver score
+    model this way)."""
+
+    url: str = Field(pattern=r"^https?://")
+    """The endpoint, e.g. `http://127.0.0.1:8000/score`."""
+    timeout_s: float = Field(30.0, gt=0.0)
+    """Seconds to wait for one answer."""
+    retries: int = Field(3, ge=0)
+    """Further tries after a failed request (connection refused, timeout, 5xx), with backoff."""
+    backoff_s: float = Field(1.0, ge=0.0)
+    """Wait before the first retry; doubled before each next one."""
+    batch_size: int = Field(64, gt=0)
+    """Responses per request."""
+
+
+class CostSourceCfg(Section):
+    """Where a constraint's cost comes from (exactly one): a trained beaver cost model (`beaver
+    cm`: its overall cost, or one category head), an HF classifier, a Python callable or an HTTP
+    endpoint. Every source follows the cost convention: cost > 0 means unsafe."""
+
+    cost_model: ModelCfg | None = None
+    """A beaver cost model (a path is short for `{name_or_path: PATH}`)."""
     head: str | None = None
     """A category head of a multi-head cost model (`score.heads` of `beaver cm`, e.g.
     `violence`); unset: the overall cost."""
+    classifier: ClassifierCfg | None = None
+    """An HF sequence-classification model, used as it is."""
+    callable: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """`module:function`, imported only when named here: `function(prompts, responses)` gets
+    two lists of strings (the raw prompts, the decoded answers) and returns one float per
+    answer (a list or a tensor)."""
+    http: HttpSourceCfg | None = None
+    """A score served over HTTP."""
+
+    @property
+    def kind(self) -> str:
+        """The one kind given: `cost_model`, `classifier`, `callable` or `http`."""
+        return next(k for k in ("cost_model", "classifier", "callable", "http") if getattr(self, k))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CostSourceCfg:
+        given = [k for k in ("cost_model", "classifier", "callable", "http") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "a cost source names exactly one of cost_model, classifier, callable, http; "
+                f"got {given or 'none'}"
+            )
+        if self.head is not None and self.cost_model is None:
+            raise ValueError("head is a category head of a cost model; give cost_model with it")
+        return self
 
 
 class ConstraintCfg(MultiplierCfg):
@@ -249,7 +312,8 @@ class ConstraintCfg(MultiplierCfg):
     source: CostSourceCfg
     """The cost model the constraint reads."""
     cost_critic: TrainedModelCfg | None = None
-    """Initial cost critic of this constraint (ppo-lag); defaults to the source's cost model."""
+    """Initial cost critic of this constraint (ppo-lag); defaults to the source's cost model (its
+    head), or for a source without one to the actor's backbone with a fresh head."""
 
 
 SHORTHAND_CONSTRAINT = "cost"

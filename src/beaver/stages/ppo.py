@@ -49,13 +49,13 @@ from beaver.engine.checkpoint import finished_advice as _finished
 from beaver.engine.data import make_loader, to_device
 from beaver.engine.loop import StepResult, count_steps, train_loop
 from beaver.engine.run import Run, finish_run, start_run
-from beaver.errors import UserError
 from beaver.files import write_json
 from beaver.models.adapters import has_adapter, parameter_counts
 from beaver.models.loading import check_models, dtype_of, load_causal_lm, load_tokenizer
 from beaver.models.saving import save_hf, unwrap
-from beaver.models.score import ScoreModel, load_score_model, saved_heads
+from beaver.models.score import ScoreModel, load_score_model
 from beaver.report.plots import plot_metrics, read_metrics
+from beaver.stages.constraints import check_head, constraint_summary, critic_start, text_source
 from beaver.stages.ppo_step import (
     UpdatePlan,
     compute_targets,
@@ -68,6 +68,7 @@ from beaver.stages.rollout import (
     RolloutModels,
     RolloutOptions,
     collect_rollout,
+    make_decoder,
     make_retokenizer,
     part_name,
 )
@@ -151,6 +152,9 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
     k, loaded = len(constraints), {}  # one copy of each distinct cost model
     sources = []
     for c in constraints:
+        if c.source.cost_model is None:  # a source that reads text
+            sources.append(CostSource(c.name, text=text_source(c.source, c.name)))
+            continue
         key = c.source.cost_model.model_dump_json()
         if key not in loaded:
             name = part_name("cost_model", c.name, k)
@@ -160,12 +164,10 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
         index = None if head is None else model.head_index(head)
         sources.append(CostSource(c.name, loaded[key], index))
     critics = ()
-    if cfg.spec.cost_critic:  # by default from the source: its overall head, or its category's
+    if cfg.spec.cost_critic:
         critics = tuple(
-            critic(part_name("cost_critic", c.name, k), c.cost_critic or c.source.cost_model,
-                   None if c.cost_critic else c.source.head)
-            for c in constraints
-        )  # fmt: skip
+            critic(part_name("cost_critic", c.name, k), *critic_start(cfg, c)) for c in constraints
+        )
     return replace(models, cost_sources=tuple(sources), cost_critics=critics)
 
 
@@ -198,6 +200,7 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
         lambda_fixed=cfg.lagrange.lambda_fixed if spec.fixed_cost_weight else None,
         # ZeRO-3 over several ranks: every rank runs each forward of `generate` together
         synced_gpus=specs.actor.zero3 and dist.world_size() > 1,
+        decode=make_decoder(actor_tok),
     )
     ptx_loader = None
     if cfg.data.ptx:
@@ -207,6 +210,12 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
         ptx_loader = make_loader(ptx_ds, train.per_device_batch_size, shuffle=True, seed=train.seed)
     names = tuple(c.name for c in constraints)
     return PPOParts(models, opts, plan, controllers, names, retokenize, ptx_loader)
+
+
+def prompts_of(batch: dict[str, Any]) -> list[str] | None:
+    """The raw prompt texts of a prompt batch (for cost sources that read text)."""
+    meta = batch.get("meta")
+    return None if meta is None else [m.get("prompt", "") for m in meta]
 
 
 def _mean_over_ranks(values: Tensor) -> float:
@@ -223,8 +232,9 @@ def calibration_costs(parts: PPOParts, loader: Any, batches: int) -> Tensor:
             break
         batch = to_device(batch, dist.device())
         rollout, _ = collect_rollout(
-            parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize
-        )
+            parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize,
+            prompts_of(batch),
+        )  # fmt: skip
         assert rollout.costs is not None
         costs.append(rollout.costs)
     return dist.gather(torch.cat(costs))
@@ -271,8 +281,9 @@ def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: A
     """One rollout batch: sample, score, move lambda, compute targets, update actor and critics."""
     batch = to_device(batch, dist.device())
     rollout, timings = collect_rollout(
-        parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize
-    )
+        parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize,
+        prompts_of(batch),
+    )  # fmt: skip
     metrics = rollout_stats(rollout, parts.names)
     if parts.controllers:
         assert rollout.costs is not None
@@ -298,20 +309,6 @@ def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: A
     )
 
 
-def check_head(path: str, head: str | None, key: str) -> None:
-    """A constraint's `head` names a category head of its cost model (read from the model's
-    score_config.json, before anything loads)."""
-    if head is None:
-        return
-    heads = saved_heads(path)
-    if heads is None or head not in heads:
-        has = f"its heads are {list(heads)}" if heads else "it has no category heads"
-        raise UserError(
-            f"{key}={head!r}: the cost model {path} has no such head ({has}; "
-            "train them with `beaver cm` and score.heads)"
-        )
-
-
 def _cycle(loader: Any) -> Any:
     while True:
         yield from loader
@@ -330,7 +327,8 @@ def run(cfg: PPOConfig) -> None:
         key = f"constraints.{c.name}"
         check_models("cost", **{f"{key}.source.cost_model": c.source.cost_model})
         check_models(None, **{f"{key}.cost_critic": c.cost_critic})
-        check_head(c.source.cost_model.name_or_path, c.source.head, f"{key}.source.head")
+        if c.source.cost_model is not None:
+            check_head(c.source.cost_model.name_or_path, c.source.head, f"{key}.source.head")
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.actor, padding_side="left")
     prompts = build_dataset("prompt_only", cfg.data.train, cfg.data, tokenizer, "training")
@@ -392,26 +390,9 @@ def train(cfg: PPOConfig, run_: Run, parts: PPOParts, loader: Any, steps: int, t
             "algorithm": cfg.algorithm,
             "models": held(models),
             **sizes,
-            **constraint_summary(cfg, parts),
+            **constraint_summary(cfg, parts.controllers),
         },
     )
-
-
-def constraint_summary(cfg: PPOConfig, parts: PPOParts) -> dict[str, Any]:
-    """Each constraint's source, bound, final multiplier and J_c, by name (summary.json)."""
-    if not parts.controllers:
-        return {}
-    out = {}
-    for c, controller in zip(cfg.constraint_list(), parts.controllers, strict=True):
-        out[c.name] = {
-            "source": c.source.model_dump(mode="json", exclude_defaults=True),
-            "threshold": controller.threshold,
-            "target_unsafe_share": c.target_unsafe_share,
-            "rule": c.rule,
-            "lambda": controller.lambda_,
-            "mean_episode_cost": controller.mean_cost,
-        }
-    return {"constraints": out}
 
 
 def model_sizes(models: RolloutModels, engines: dict[str, Any]) -> dict[str, Any]:
