@@ -348,3 +348,15 @@ def test_the_per_category_toy_configs() -> None:
     }
     models = {c.source.cost_model.name_or_path for c in cfg.constraints}
     assert models == {f"{cm.output_dir}/model"}  # the multi-head model that config trains
+
+
+def test_the_console_line_shows_every_named_multiplier() -> None:
+    from beaver.engine.tracking import _SHOWN, format_metrics
+
+    several = {"loss": 1.0, "lagrange/crime/lambda": 2.0, "lagrange/insult/lambda": 0.5,
+               "lagrange/crime/threshold": -4.0}  # fmt: skip
+    assert format_metrics(several, _SHOWN) == (
+        "loss=1  lagrange/crime/lambda=2  lagrange/insult/lambda=0.5"
+    )
+    one = {"loss": 1.0, "lagrange/lambda": 2.0, "lagrange/cost/lambda": 2.0}
+    assert format_metrics(one, _SHOWN) == "loss=1  lagrange/lambda=2"  # not twice
