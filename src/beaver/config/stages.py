@@ -285,11 +285,6 @@ class CostSourceCfg(Section):
     http: HttpSourceCfg | None = None
     """A score served over HTTP."""
 
-    @property
-    def kind(self) -> str:
-        """The one kind given: `cost_model`, `classifier`, `callable` or `http`."""
-        return next(k for k in ("cost_model", "classifier", "callable", "http") if getattr(self, k))
-
     @model_validator(mode="after")
     def _one_kind(self) -> CostSourceCfg:
         given = [k for k in ("cost_model", "classifier", "callable", "http") if getattr(self, k)]
