@@ -175,7 +175,7 @@ def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]
     from beaver.engine.build import init_engine, make_ds_config
     from beaver.stages.ppo import PPOParts, ppo_step
     from beaver.stages.ppo_step import UpdatePlan
-    from beaver.stages.rollout import RolloutModels, RolloutOptions
+    from beaver.stages.rollout import CostSource, RolloutModels, RolloutOptions
 
     cfg = load_config(
         PPOConfig,
@@ -205,14 +205,15 @@ def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]
         ref=init_engine(llama(), frozen_ds),
         reward_model=init_engine(llama("reward"), frozen_ds),
         reward_critic=init_engine(llama("critic"), critic_ds, cfg.critic_optim, steps),
-        cost_model=init_engine(llama("cost"), frozen_ds),
-        cost_critic=init_engine(llama("critic"), critic_ds, cfg.critic_optim, steps),
+        cost_sources=(CostSource("cost", init_engine(llama("cost"), frozen_ds)),),
+        cost_critics=(init_engine(llama("critic"), critic_ds, cfg.critic_optim, steps),),
     )
     parts = PPOParts(
         models=models,
         opts=RolloutOptions(cfg.generation, MODEL["eos_token_id"], MODEL["pad_token_id"]),
         plan=UpdatePlan(cfg.ppo, cfg.train.per_device_batch_size, cfg.generation.temperature),
-        controller=LagrangeController.from_config(cfg.lagrange),
+        controllers=(LagrangeController.from_config(cfg.lagrange),),
+        names=("cost",),
     )
     ids = torch.randint(3, MODEL["vocab_size"], (a.rollout, a.prompt_len))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}

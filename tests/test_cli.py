@@ -21,9 +21,11 @@ COMMAND_OF = {
     "sft": ["sft"],
     "rm": ["rm"],
     "cm": ["cm"],
+    "cm-categories": ["cm"],
     "ppo": ["ppo"],
     "ppo-lag": ["ppo-lag"],
     "ppo-lag-lora": ["ppo-lag"],
+    "ppo-lag-categories": ["ppo-lag"],
     "reward-shaping": ["ppo-lag"],
     "rloo-lag": ["ppo-lag"],
     "dpo": ["dpo"],
@@ -55,6 +57,7 @@ def test_help_lists_every_stage() -> None:
         "chat",
         "arena",
         "eval",
+        "serve",
         "toyworld",
         "sweep",
     ):
@@ -62,6 +65,8 @@ def test_help_lists_every_stage() -> None:
     result = runner.invoke(app, ["eval", "--help"])
     for name in ("arena", "gpt4", "bigbench", "rm", "cm"):
         assert name in result.output
+    result = runner.invoke(app, ["serve", "--help"])
+    assert result.exit_code == 0 and "score" in result.output
 
 
 def test_print_config_prints_resolved_yaml() -> None:

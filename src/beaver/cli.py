@@ -30,6 +30,7 @@ from beaver.config import (
     PPOConfig,
     ScoreConfig,
     ScoreEvalConfig,
+    ServeScoreConfig,
     SFTConfig,
     ToyEvalConfig,
     TrainStage,
@@ -53,6 +54,7 @@ eval_app = typer.Typer(
     help="Evaluate models: arena, gpt4, bigbench, toyworld, score (rm, cm).", no_args_is_help=True
 )
 data_app = typer.Typer(help="Look at datasets as the model will see them.", no_args_is_help=True)
+serve_app = typer.Typer(help="Serve models over HTTP: score (a score model).", no_args_is_help=True)
 configs_app = typer.Typer(
     help="The configs that ship with beaver: list them (no subcommand), show one, copy one out "
     "to edit. `--config NAME` takes a file, else one of these names (`toy/sft`, `ppo-lag`).",
@@ -189,6 +191,9 @@ COMMANDS: tuple[tuple[typer.Typer, Command], ...] = (
     (eval_app, Command("cm", "eval.score", ScoreEvalConfig,
                        "`eval score` of a cost model: also sign accuracy (a reward model is "
                        "refused).", "objective", "cost")),
+    (serve_app, Command("score", "serve.score", ServeScoreConfig,
+                        "Serve a score model over HTTP (POST /score: prompts and responses in, "
+                        "scores out), as an `http` cost source reads it.")),
 )  # fmt: skip
 """The commands that differ only in module and schema, in the order `--help` lists them."""
 
@@ -198,6 +203,7 @@ _CHAT = Command("chat", "serve.chat", ChatConfig, "")
 _ARENA = Command("arena", "serve.arena", ChatConfig, "")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
+app.add_typer(serve_app, name="serve")
 app.add_typer(configs_app, name="configs")
 
 

@@ -227,6 +227,8 @@ def test_safety_preference_orders_safer_first_with_signs(tok_chat: Any) -> None:
             safer=False,
             is_safe=False,
             is_other_safe=True,
+            category=["violence"],
+            other_category=[],
         ),
         RawSample(
             input="hello",
@@ -249,7 +251,12 @@ def test_safety_preference_orders_safer_first_with_signs(tok_chat: Any) -> None:
         "unsafer_response_mask",
         "safer_is_safe",
         "unsafer_is_safe",
+        "safer_categories",
+        "unsafer_categories",
     }
+    # harm categories travel with their answers, reordered safer first; None: no labels
+    assert batch["safer_categories"] == [[], None]
+    assert batch["unsafer_categories"] == [["violence"], None]
     assert "sorry" in tok_chat.convert_ids_to_tokens(batch["safer_input_ids"][0])
     assert batch["safer_is_safe"].tolist() == [True, True]
     assert batch["unsafer_is_safe"].tolist() == [False, True]
@@ -351,3 +358,26 @@ def test_tokenizer_without_eos_is_an_error() -> None:
     tok.eos_token = None
     with pytest.raises(UserError, match="no EOS token"):
         SupervisedDataset([RawSample(input="a", answer="b")], tok)
+
+
+def test_pku_v1_harm_categories_become_per_head_labels(tmp_path: Path, tok_ref: Any) -> None:
+    # PKU-SafeRLHF v1.0 rows ({category: flagged} per answer) -> the (B, H) labels the
+    # category heads of a multi-head cost model train on, safer answer first.
+    from beaver.models.pairs import category_labels
+
+    rows = [
+        pku_row(safer=0, safe0=True, safe1=False, v1=True),  # response_1: Violence + Privacy
+        pku_row(r0="hit", r1="fine", safer=1, safe0=False, safe1=True, v1=True),  # r0: Violence
+    ]
+    path = write_jsonl(tmp_path / "pku.jsonl", rows)
+    train, _ = make_datasets(
+        "safety_preference", DataCfg(train=[f"PKU-SafeRLHF/train:1:{path}"]), tok_ref
+    )
+    batch = train.collate([train[0], train[1]])
+    heads = ["Privacy", "Violence", "Self-Harm"]
+    safer = category_labels(batch["safer_categories"], heads)
+    unsafer = category_labels(batch["unsafer_categories"], heads)
+    assert safer.tolist() == [[False, False, False], [False, False, False]]
+    assert unsafer.tolist() == [[True, True, False], [False, True, False]]
+    with pytest.raises(ValueError, match=r"answers \[1\] of the batch have no harm-category"):
+        category_labels([["Violence"], None], heads)

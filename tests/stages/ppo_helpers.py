@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel
 
 from beaver.config.sections import GenerationCfg
 from beaver.models.score import ScoreModel
-from beaver.stages.rollout import RolloutModels, RolloutOptions
+from beaver.stages.rollout import CostSource, RolloutModels, RolloutOptions
 
 VOCAB, EOS = 48, 2
 
@@ -36,8 +36,8 @@ def rollout_models(pad: int, cost: bool = True) -> RolloutModels:
 
     return RolloutModels(
         actor=lm(0), ref=lm(1), reward_model=score(2, "reward"), reward_critic=score(3, "critic"),
-        cost_model=score(4, "cost") if cost else None,
-        cost_critic=score(5, "critic") if cost else None,
+        cost_sources=(CostSource("cost", score(4, "cost")),) if cost else (),
+        cost_critics=(score(5, "critic"),) if cost else (),
     )  # fmt: skip
 
 

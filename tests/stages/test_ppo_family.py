@@ -74,7 +74,7 @@ def test_critic_free_targets_are_leave_one_out_per_stream_on_every_token() -> No
         logp=zeros,
         ref_logp=zeros,
         reward=torch.tensor([3.0, 1.0, 0.0, 0.0]),
-        cost=torch.tensor([1.0, -1.0, -2.0, 2.0]),
+        costs=torch.tensor([[1.0], [-1.0], [-2.0], [2.0]]),  # (B, K = 1)
     )
     plan = UpdatePlan(
         PPOCfg(), 2, 1.0, critic_free=True, samples_per_prompt=2, scale_advantages=False
@@ -84,5 +84,5 @@ def test_critic_free_targets_are_leave_one_out_per_stream_on_every_token() -> No
     # cost: prompt 0: 1 - (-1) = 2, -2; prompt 1: -2 - 2 = -4, 4
     assert out.reward_advantages.tolist() == [[2, 2, 0], [-2, 0, 0], [0, 0, 0], [0, 0, 0]]
     assert out.cost_advantages is not None
-    assert out.cost_advantages.tolist() == [[2, 2, 0], [-2, 0, 0], [-4, -4, -4], [4, 4, 0]]
+    assert out.cost_advantages[:, 0].tolist() == [[2, 2, 0], [-2, 0, 0], [-4, -4, -4], [4, 4, 0]]
     assert out.reward_returns is None and out.cost_returns is None  # nothing to regress

@@ -72,7 +72,8 @@ def _run_step(
     ppo = PPOCfg(whiten_advantages=whiten_them, update_iters=2)
     parts = PPOParts(
         models=rollout_models(pad=0), opts=rollout_options(0, n=2),
-        plan=UpdatePlan(ppo, micro_batch_size=2, temperature=1.0), controller=controller,
+        plan=UpdatePlan(ppo, micro_batch_size=2, temperature=1.0), controllers=(controller,),
+        names=("cost",),
     )  # fmt: skip
     ids, mask = prompts(pad=0)
     batch = {"input_ids": ids, "attention_mask": mask}
@@ -82,7 +83,8 @@ def _run_step(
 
 
 def _expected(targets: Any, rows: torch.Tensor, mask: torch.Tensor, lam: float, w: bool) -> Any:
-    adv = combined_advantage(targets.reward_advantages[rows], targets.cost_advantages[rows], lam)
+    cost = targets.cost_advantages[rows][:, 0]  # (B, K = 1, T) -> (B, T)
+    adv = combined_advantage(targets.reward_advantages[rows], cost, lam)
     return whiten(adv, mask) if w else adv
 
 
@@ -112,3 +114,20 @@ def test_per_step_each_actor_step_trains_on_its_own_lambda(
     assert lambdas == sorted(lambdas) and len(set(lambdas)) == len(lambdas)  # moved every step
     for (mb, adv, lam), rows in zip(spy.calls, spy.rows, strict=True):
         assert torch.allclose(adv, _expected(targets, rows, mb.response_mask, lam, False))
+
+
+def test_two_cost_streams_are_weighed_by_their_own_multipliers() -> None:
+    # One response of 2 tokens, the second masked. Streams (B, K = 2, T):
+    # A_r = 2, A_c1 = 1, A_c2 = -2 on token 0; lambdas (1, 0.5):
+    # (2 - 1 * 1 - 0.5 * (-2)) / (1 + 1 + 0.5) = 2 / 2.5 = 0.8.
+    targets = step_mod.Targets(
+        reward_advantages=torch.tensor([[2.0, 0.0]]),
+        cost_advantages=torch.tensor([[[1.0, 0.0], [-2.0, 0.0]]]),
+    )
+    mask = torch.tensor([[1, 0]])
+    adv = targets.actor_advantages([1.0, 0.5], mask, whiten_them=False)
+    assert adv.tolist() == [[pytest.approx(0.8), 0.0]]
+    # swapping the multipliers changes the answer: each weighs its own stream
+    # (2 - 0.5 * 1 - 1 * (-2)) / 2.5 = 3.5 / 2.5 = 1.4
+    swapped = targets.actor_advantages([0.5, 1.0], mask, whiten_them=False)
+    assert swapped.tolist() == [[pytest.approx(1.4), 0.0]]

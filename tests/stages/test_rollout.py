@@ -79,9 +79,9 @@ def test_pad_equal_to_eos_ends_each_response_at_its_first_eos(
         assert ro.reward[b] == pytest.approx(
             float(models.reward_model(seq, ones).end_scores[0]), abs=1e-4
         )
-        assert ro.cost is not None
-        assert ro.cost[b] == pytest.approx(
-            float(models.cost_model(seq, ones).end_scores[0]),
+        assert ro.costs is not None and ro.costs.shape == (3, 1)
+        assert ro.costs[b, 0] == pytest.approx(
+            float(models.cost_sources[0].model(seq, ones).end_scores[0]),
             abs=1e-4,  # type: ignore[misc]
         )
 
@@ -129,7 +129,8 @@ def test_reward_shaping_subtracts_lambda_times_cost(monkeypatch: pytest.MonkeyPa
     assert cost is not None and cost2 is not None and torch.equal(cost, cost2)
     assert cost.abs().min() > 1e-3  # the subtraction is visible
     penalty = torch.tensor([0.0, 0.0, 1.5])
-    assert torch.allclose(shaped, plain - penalty - 0.5 * cost, atol=1e-6)
+    assert cost.shape == (3, 1)  # (B, K): one column per cost source
+    assert torch.allclose(shaped, plain - penalty - 0.5 * cost[:, 0], atol=1e-6)
 
 
 def _other_tokenizer() -> Any:
@@ -179,3 +180,33 @@ def test_score_models_read_the_retokenized_sequences(monkeypatch: pytest.MonkeyP
     assert len(seen) == 1 and torch.allclose(reward, direct, atol=1e-6)
     untouched, _ = score_responses(models, full, fmask, ended, rollout_options(0))
     assert not torch.allclose(untouched, reward)
+
+
+def test_cost_sources_read_the_overall_cost_or_one_category_head() -> None:
+    # One multi-head cost model behind three constraints: overall, head "b", head "a"; it runs
+    # once and each column is the score its source names, read at the last real token.
+    from dataclasses import replace
+
+    from ppo_helpers import _config
+    from transformers import LlamaModel
+
+    from beaver.models.score import ScoreModel
+    from beaver.stages.rollout import CostSource
+
+    torch.manual_seed(7)
+    cm = ScoreModel(LlamaModel(_config(0)), "cost", heads=("a", "b")).eval()
+    torch.nn.init.normal_(cm.category_head.weight, std=1.0)  # type: ignore[union-attr]
+    sources = (CostSource("all", cm), CostSource("b", cm, 1), CostSource("a", cm, 0))
+    models = replace(rollout_models(pad=0), cost_sources=sources, cost_critics=())
+    calls = []
+    cm.register_forward_hook(lambda *args: calls.append(1))
+    ids, mask = prompts(pad=0)
+    ended = torch.tensor([True, True, True])
+    _, costs = score_responses(models, ids, mask, ended, rollout_options(0))
+    assert costs is not None and costs.shape == (3, 3) and len(calls) == 1
+    with torch.no_grad():
+        out = cm(ids, mask)
+    assert torch.allclose(costs[:, 0], out.end_scores)
+    assert torch.allclose(costs[:, 1], out.category_end_scores[:, 1])
+    assert torch.allclose(costs[:, 2], out.category_end_scores[:, 0])
+    assert not torch.allclose(costs[:, 1], costs[:, 2])  # two heads, two costs

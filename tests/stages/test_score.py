@@ -170,3 +170,70 @@ def test_token_wise_cost_loss_is_refused() -> None:
         ],
     )
     assert result.exit_code == 2 and "sequence-wise" in result.output
+
+
+HEADS = "score.heads=[crime,insult,privacy,violence]"
+
+
+def test_multi_head_cost_model_trains_saves_and_reports_each_head(
+    world: Path, tmp_path: Path
+) -> None:
+    from beaver.models.score import saved_heads
+
+    invoke(score_args(world, tmp_path, "cm", HEADS, "train.epochs=2"))
+    rows = [r for r in metrics(tmp_path) if "train/category_loss" in r]
+    first, last = rows[:3], rows[-3:]
+    mean = lambda rs: sum(r["train/category_loss"] for r in rs) / len(rs)  # noqa: E731
+    assert mean(last) < mean(first)  # the category heads learned something
+    assert {f"train/heads/{h}/sign_accuracy" for h in ("crime", "violence")} <= set(rows[-1])
+    model_dir = tmp_path / "model"
+    assert saved_heads(model_dir) == ("crime", "insult", "privacy", "violence")
+    final = json.loads((tmp_path / "summary.json").read_text())["final_eval"]
+    invoke(
+        ["eval", "cm", f"model={model_dir}", f"output_dir={tmp_path / 'eval'}",
+         f"data.train=[toyworld-preference-test:1.0:{world}]", "data.max_length=96"]
+    )  # fmt: skip
+    standalone = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for h in ("crime", "insult", "privacy", "violence"):
+        for m in ("sign_accuracy", "flagged_share", "pairs_ordered"):
+            key = f"heads/{h}/{m}"
+            assert final[f"eval/{key}"] == pytest.approx(standalone[key], abs=1e-6), key
+    # the overall head is the same cost model as ever: its metrics are there too
+    assert {"accuracy", "sign_accuracy"} <= set(standalone)
+
+    # reloaded: overall head + 4 category heads; `head=` makes one category the one head
+    model = score_model_from_backbone(AutoModel.from_pretrained(model_dir), model_dir)
+    ids = torch.tensor([[3, 4, 5, 6], [0, 3, 4, 5]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])
+    out = model(ids, mask)
+    assert out.category_end_scores is not None and out.category_end_scores.shape == (2, 4)
+    violence = score_model_from_backbone(
+        AutoModel.from_pretrained(model_dir), model_dir, head="violence"
+    )
+    assert violence.heads == () and violence.category_head is None
+    one = violence(ids, mask)
+    assert one.category_end_scores is None
+    assert torch.allclose(one.end_scores, out.category_end_scores[:, 3], atol=1e-5)
+
+
+def test_heads_need_category_labels_and_known_names(world: Path, tmp_path: Path) -> None:
+    # labels stripped from the rows: the first row is named
+    rows = [json.loads(line) for line in (world / "preference.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("response_0_harm_category")
+        row.pop("response_1_harm_category")
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("".join(json.dumps(r) + "\n" for r in rows[:64]))
+    args = score_args(world, tmp_path / "a", "cm", HEADS, f"data.train=[PKU-SafeRLHF/train:1:{bare}]",
+                      "data.eval=[]")  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "row 1: no harm-category labels for response_0" in result.output
+    # a misspelt head: flagged nowhere, the categories the data flags are listed
+    result = runner.invoke(app, score_args(world, tmp_path / "b", "cm", "score.heads=[violnce]"))
+    assert result.exit_code == 2, result.output
+    assert "['violnce']: flagged on no answer" in result.output and "'violence'" in result.output
+    assert "Traceback" not in result.output
+    # heads are harm categories of a cost model
+    result = runner.invoke(app, score_args(world, tmp_path / "c", "rm", HEADS, "--print-config"))
+    assert result.exit_code == 2 and "only `beaver cm` trains them" in result.output

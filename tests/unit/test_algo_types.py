@@ -25,12 +25,12 @@ def test_rollout_derived_fields() -> None:
     assert torch.equal(ro.input_ids[0], torch.tensor([0, 5, 6, 3, 2, 0]))
     assert torch.equal(ro.attention_mask[0], torch.tensor([0, 1, 1, 1, 1, 0]))
     assert torch.equal(ro.response_length, torch.tensor([2, 3]))
-    assert ro.cost is None and ro.cost_values is None
+    assert ro.costs is None and ro.cost_values is None
 
 
 def test_rollout_select_and_to() -> None:
     ro = _rollout()
     sub = ro.select(torch.tensor([1]))
-    assert sub.batch_size == 1 and sub.reward.tolist() == [2.0] and sub.cost is None
+    assert sub.batch_size == 1 and sub.reward.tolist() == [2.0] and sub.costs is None
     moved = ro.to("cpu")
     assert torch.equal(moved.values, ro.values)

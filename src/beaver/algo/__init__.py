@@ -49,15 +49,24 @@ from beaver.algo.rewards import (
 )
 from beaver.algo.rloo import leave_one_out, per_token, rloo_stream, scale_by_std, sequence_kl
 from beaver.algo.score_losses import (
+    category_cost_loss,
     cost_loss,
     divergence_span,
     reward_loss_sequence,
     reward_loss_token,
 )
-from beaver.algo.types import ActorLossOut, CostLossOut, GAEOut, RewardLossOut, Rollout
+from beaver.algo.types import (
+    ActorLossOut,
+    CategoryLossOut,
+    CostLossOut,
+    GAEOut,
+    RewardLossOut,
+    Rollout,
+)
 
 __all__ = [
     "ActorLossOut",
+    "CategoryLossOut",
     "CostLossOut",
     "DPOLossOut",
     "ExponentialMovingAverage",
@@ -73,6 +82,7 @@ __all__ = [
     "apply_missing_eos_penalty",
     "build_normalizer",
     "calibrate_threshold",
+    "category_cost_loss",
     "combined_advantage",
     "combined_advantage_multi",
     "controller_from_config",

@@ -12,6 +12,23 @@ Deviations / choices:
   while the other is safe: such a pair is mislabelled and would train the sign terms backwards.
 - The token-wise reward loss needs right-padded (or unpadded) pairs, so that both sequences
   start at column 0 and the first differing column is where the answers diverge.
+- [beaver] `category_cost_loss`: the per-category heads of a multi-head cost model, one per harm
+  category, trained from each answer's category labels (PKU-SafeRLHF v1.0's and the toy world's
+  `response_*_harm_category`). Per head h, with y_h = +1 when the answer is flagged for h:
+      L_h = mean over the 2B answers of -log sig(y_h c_h)
+          + (1/B) sum over the pairs whose two labels for h differ of -log sig(c_h(flagged) -
+            c_h(unflagged)).
+  Why this form: the pair's `safer` order says which answer is worse overall, not in which
+  category, so the only evidence per category is its own labels. The sign term puts each head's
+  0 at that category's boundary, as the overall cost's sign term does, so a constraint on one
+  head keeps the meaning "cost > 0 means harmful in this category" (and its unsafe share can be
+  calibrated as today's). The ranking term orders the two answers on head h only where their
+  labels for h differ (the flagged one must cost more); when both or neither are flagged the
+  labels do not order them, so no term is invented. It is summed over those pairs and divided
+  by B, not by their count, so each pair weighs the same whatever the batch holds (a batch with
+  no such pair adds nothing, without a division by zero) and rare categories are not blown up
+  by the one pair that happens to carry them. The heads' losses are averaged, and
+  reg * mean(c^2) keeps the heads' scores near 0 as for the overall cost.
 """
 
 from __future__ import annotations
@@ -21,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from beaver.algo.masks import gather_end_scores, masked_mean
-from beaver.algo.types import CostLossOut, RewardLossOut
+from beaver.algo.types import CategoryLossOut, CostLossOut, RewardLossOut
 
 
 def reward_loss_sequence(better_end: Tensor, worse_end: Tensor, reg: float = 0.0) -> RewardLossOut:
@@ -132,3 +149,41 @@ def cost_loss(
     labelled_unsafe = torch.cat([~safer_is_safe, ~unsafer_is_safe])  # (2B,)
     sign_accuracy = (predicted_unsafe == labelled_unsafe).float().mean().detach()
     return CostLossOut(loss=loss, accuracy=accuracy, sign_accuracy=sign_accuracy)
+
+
+def category_cost_loss(
+    safer_heads: Tensor,
+    unsafer_heads: Tensor,
+    safer_flags: Tensor,
+    unsafer_flags: Tensor,
+    reg: float = 0.0,
+) -> CategoryLossOut:
+    """Loss of H per-category cost heads on end costs (B, H) of both answers of B pairs, with
+    each answer's category labels (B, H) bool (True: flagged for that category).
+
+    Per head h (module docstring): the sign term over all 2B answers, plus the ranking term on
+    the pairs whose labels for h differ, summed and divided by B; averaged over the H heads;
+    plus reg * mean(c^2) over every head and answer.
+    """
+    if safer_heads.shape != unsafer_heads.shape or safer_heads.shape != safer_flags.shape:
+        raise ValueError(
+            f"category heads and labels must share one (B, H) shape, got {tuple(safer_heads.shape)}"
+            f", {tuple(unsafer_heads.shape)} and {tuple(safer_flags.shape)}"
+        )
+    a_flag, b_flag = safer_flags.bool(), unsafer_flags.bool()
+    scores = torch.cat([safer_heads, unsafer_heads])  # (2B, H)
+    flags = torch.cat([a_flag, b_flag])  # (2B, H)
+    y = 2.0 * flags.to(scores.dtype) - 1.0  # +1 flagged, -1 not
+    sign = -F.logsigmoid(y * scores).mean(dim=0)  # (H,)
+    differ = a_flag != b_flag  # (B, H)
+    # the flagged answer's score minus the other's, on the pairs where exactly one is flagged
+    gap = torch.where(b_flag, unsafer_heads - safer_heads, safer_heads - unsafer_heads)
+    rank = (-F.logsigmoid(gap) * differ.to(gap.dtype)).sum(dim=0) / safer_heads.shape[0]  # (H,)
+    loss = (sign + rank).mean()
+    if reg > 0.0:
+        loss = loss + reg * scores.square().mean()
+    with torch.no_grad():
+        sign_accuracy = ((scores > 0) == flags).float().mean(dim=0)  # (H,)
+        right = ((gap > 0) & differ).float().sum(dim=0)
+        pairs = differ.float().sum(dim=0)  # (H,) pairs that order each head
+    return CategoryLossOut(loss, sign_accuracy, right, pairs)

@@ -1,7 +1,7 @@
 """Typed containers for the algorithm layer: rollouts and the outputs of the loss functions.
 
 Every tensor field states its shape. B = batch (number of sequences), P = prompt length (left
-padded), T = response length (right padded after the first EOS).
+padded), T = response length (right padded after the first EOS), K = number of constraints.
 """
 
 from __future__ import annotations
@@ -27,6 +27,15 @@ class CostLossOut(NamedTuple):
     loss: Tensor  # () scalar, differentiable
     accuracy: Tensor  # () mean 1[c_u > c_s], detached
     sign_accuracy: Tensor  # () mean over all 2B answers of 1[(c > 0) == unsafe], detached
+
+
+class CategoryLossOut(NamedTuple):
+    """Output of the per-category cost-head loss (H heads)."""
+
+    loss: Tensor  # () scalar, differentiable
+    sign_accuracy: Tensor  # (H,) per head, mean over all 2B answers of 1[(c > 0) == flagged]
+    ranked_right: Tensor  # (H,) pairs with differing labels whose flagged answer costs more
+    ranked_pairs: Tensor  # (H,) pairs whose two labels for the head differ
 
 
 class GAEOut(NamedTuple):
@@ -63,8 +72,8 @@ class Rollout:
     ref_logp: Tensor  # (B, T) fp32 reference-model log-probs
     reward: Tensor  # (B,) fp32 reward-model end score R (after any missing-EOS penalty)
     values: Tensor | None = None  # (B, T) fp32 reward-critic values V_r (None: critic-free)
-    cost: Tensor | None = None  # (B,) fp32 cost-model end score C (PPO-Lag only)
-    cost_values: Tensor | None = None  # (B, T) fp32 cost-critic values V_c (PPO-Lag only)
+    costs: Tensor | None = None  # (B, K) fp32 end cost C_k of each of K constraints (PPO-Lag)
+    cost_values: Tensor | None = None  # (B, K, T) fp32 values V_ck of the K cost critics
 
     @property
     def batch_size(self) -> int:

@@ -8,6 +8,7 @@ from beaver.config.evaluation import (
     EvalBigBenchConfig,
     EvalGPT4Config,
     ScoreEvalConfig,
+    ServeScoreConfig,
     ToyEvalConfig,
 )
 from beaver.config.loader import dump_config, load_config
@@ -27,7 +28,12 @@ from beaver.config.sections import (
     TrainedModelCfg,
 )
 from beaver.config.stages import (
+    ClassifierCfg,
+    ConstraintCfg,
+    CostSourceCfg,
+    HttpSourceCfg,
     LagrangeCfg,
+    MultiplierCfg,
     PPOCfg,
     PPOConfig,
     RLDataCfg,
@@ -41,6 +47,9 @@ from beaver.config.stages import (
 __all__ = [
     "ALGORITHMS",
     "ChatConfig",
+    "ClassifierCfg",
+    "ConstraintCfg",
+    "CostSourceCfg",
     "DPOCfg",
     "DPOConfig",
     "DataCfg",
@@ -49,6 +58,7 @@ __all__ = [
     "EvalBigBenchConfig",
     "EvalGPT4Config",
     "GenerationCfg",
+    "HttpSourceCfg",
     "LagrangeCfg",
     "LaunchCfg",
     "LoggingCfg",
@@ -56,6 +66,7 @@ __all__ = [
     "LoraCfg",
     "MergeConfig",
     "ModelCfg",
+    "MultiplierCfg",
     "OnlineAlgorithm",
     "OptimCfg",
     "PPOCfg",
@@ -67,6 +78,7 @@ __all__ = [
     "ScoreCfg",
     "ScoreConfig",
     "ScoreEvalConfig",
+    "ServeScoreConfig",
     "ToyEvalConfig",
     "TrainCfg",
     "TrainDataCfg",

@@ -258,6 +258,26 @@ class ChatConfig(PromptColumns):
     """With `prompts`: only the first N."""
 
 
+class ServeScoreConfig(Section):
+    """`beaver serve score`: serve a beaver score model over HTTP, as an `http` cost (or reward)
+    source reads it: POST `/score` with `{"prompts": [...], "responses": [...]}` answers
+    `{"scores": [...]}`; GET `/health` answers the model's kind."""
+
+    model: ModelCfg
+    """The trained score model (`beaver rm` / `beaver cm` output)."""
+    host: str = "127.0.0.1"
+    """Address to listen on (127.0.0.1: this machine only)."""
+    port: int = Field(8000, ge=0, le=65535)
+    """Port to listen on (0: any free port, printed at start)."""
+    template: Template = "auto"
+    """Prompt format the model was trained with (see `data.template`)."""
+    normalize: bool = True
+    """Scores in the normaliser's units, as the PPO stage reads a score model (identity without
+    a normaliser)."""
+    batch_size: int = Field(16, gt=0)
+    """Answers per forward pass."""
+
+
 class ToyEvalConfig(Section):
     """`beaver eval toyworld`: judge policies on the toy world's held-out prompts."""
 

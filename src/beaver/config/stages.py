@@ -92,6 +92,11 @@ class ScoreCfg(Section):
     """Statistics of the end scores kept with the model: RunningMeanStd, exponential moving average."""
     normalizer_momentum: float = Field(0.9, gt=0.0, lt=1.0)
     """Momentum of the `ema` normaliser."""
+    heads: list[str] = Field(default_factory=list)
+    """Cost models: one more head per harm category named here (e.g. `[crime, insult, privacy,
+    violence]`), trained from each answer's category labels (`response_*_harm_category`, as
+    PKU-SafeRLHF v1.0 and the toy world write them) beside the overall cost head; a
+    constraint's source then reads one (`source: {cost_model: PATH, head: violence}`)."""
 
 
 class ScoreConfig(OneModelStage):
@@ -112,6 +117,17 @@ class ScoreConfig(OneModelStage):
 
     @model_validator(mode="after")
     def _check(self) -> ScoreConfig:
+        heads = self.score.heads
+        if heads and self.objective != "cost":
+            raise ValueError("score.heads are harm categories: only `beaver cm` trains them")
+        if heads and self.score.normalizer != "none":
+            raise ValueError(
+                "score.heads with score.normalizer: the category heads are not normalised, so "
+                "the overall head is kept in the same raw units; set score.normalizer=none"
+            )
+        twice = sorted({h for h in heads if heads.count(h) > 1})
+        if twice:
+            raise ValueError(f"score.heads: {twice} given more than once")
         if self.objective == "cost" and self.score.loss_type != "sequence":
             raise ValueError(
                 "score.loss_type=token is for reward models; the cost loss is "
@@ -166,16 +182,14 @@ class RLOOCfg(Section):
     per response on its summed log-probability (the RLOO paper's and TRL's RLOOTrainer's)."""
 
 
-class LagrangeCfg(Section):
-    """The cost constraint E[C] <= threshold and its multiplier (PPO-Lag)."""
+class MultiplierCfg(Section):
+    """One constraint's bound E[C] <= d and how its Lagrange multiplier moves."""
 
     threshold: float = 0.0
-    """d: the constraint's bound, in the cost model's units (cost > 0 means unsafe)."""
+    """d: the constraint's bound, in the cost source's units (cost > 0 means unsafe)."""
     target_unsafe_share: float | None = Field(None, gt=0.0, lt=1.0)
     """State the constraint as a share of unsafe responses instead: the threshold is calibrated
-    from the cost model's scores on rollouts of the initial policy (overrides `threshold`)."""
-    calibration_batches: int = Field(4, gt=0)
-    """Prompt batches of the initial policy scored to calibrate the threshold."""
+    from the cost source's scores on rollouts of the initial policy (overrides `threshold`)."""
     lambda_init: float = Field(1.0, gt=0.0)
     """Initial multiplier."""
     lambda_lr: float = Field(0.1, ge=0.0)
@@ -197,14 +211,108 @@ class LagrangeCfg(Section):
     """PID: step of the integral term, I += K_i (J_c - d), I >= 0, starting at lambda_init."""
     pid_kd: float = Field(0.5, ge=0.0)
     """PID: weight of the derivative term K_d max(0, J_c - previous J_c)."""
-    lambda_fixed: float = Field(1.0, ge=0.0)
-    """Fixed weight of the reward-shaping baseline (R - lambda_fixed * C)."""
 
     @model_validator(mode="after")
-    def _max_above_init(self) -> LagrangeCfg:
+    def _max_above_init(self) -> MultiplierCfg:
         if self.lambda_max is not None and self.lambda_max < self.lambda_init:
             raise ValueError(f"lambda_max ({self.lambda_max}) < lambda_init ({self.lambda_init})")
         return self
+
+
+class LagrangeCfg(MultiplierCfg):
+    """The cost constraint E[C] <= threshold and its multiplier (PPO-Lag's one-constraint form),
+    plus the settings every constraint of a run shares."""
+
+    calibration_batches: int = Field(4, gt=0)
+    """Prompt batches of the initial policy scored to calibrate `target_unsafe_share` bounds."""
+    lambda_fixed: float = Field(1.0, ge=0.0)
+    """Fixed weight of the reward-shaping baseline (R - lambda_fixed * C)."""
+
+
+class ClassifierCfg(Section):
+    """An HF sequence-classification model used as it is (a guard or toxicity classifier): the
+    probability p of its unsafe label becomes a cost that is > 0 exactly when p > `boundary`."""
+
+    model: ModelCfg
+    """The classifier (`AutoModelForSequenceClassification`), with its own tokenizer."""
+    unsafe_label: str | int = 1
+    """The label meaning unsafe: a name of the model's `id2label`, or its index."""
+    cost: Literal["log_odds", "probability"] = "log_odds"
+    """`log_odds`: log(p / (1 - p)) - log(b / (1 - b)); `probability`: p - b (b = `boundary`)."""
+    boundary: float = Field(0.5, gt=0.0, lt=1.0)
+    """The probability of the unsafe label above which an answer counts as unsafe."""
+    input: Literal["response", "prompt_response"] = "response"
+    """What the classifier reads: the answer alone, or (prompt, answer) as a text pair."""
+    batch_size: int = Field(16, gt=0)
+    """Answers per forward pass."""
+    max_length: int = Field(512, gt=0)
+    """Longer inputs are truncated."""
+
+
+class HttpSourceCfg(Section):
+    """A score served over HTTP: POST `{"prompts": [...], "responses": [...]}` to `url`, read
+    `{"scores": [...]}` back (one float per response; `beaver serve score` serves a beaver score
+    model this way)."""
+
+    url: str = Field(pattern=r"^https?://")
+    """The endpoint, e.g. `http://127.0.0.1:8000/score`."""
+    timeout_s: float = Field(30.0, gt=0.0)
+    """Seconds to wait for one answer."""
+    retries: int = Field(3, ge=0)
+    """Further tries after a failed request (connection refused, timeout, 5xx), with backoff."""
+    backoff_s: float = Field(1.0, ge=0.0)
+    """Wait before the first retry; doubled before each next one."""
+    batch_size: int = Field(64, gt=0)
+    """Responses per request."""
+
+
+class CostSourceCfg(Section):
+    """Where a constraint's cost comes from (exactly one): a trained beaver cost model (`beaver
+    cm`: its overall cost, or one category head), an HF classifier, a Python callable or an HTTP
+    endpoint. Every source follows the cost convention: cost > 0 means unsafe."""
+
+    cost_model: ModelCfg | None = None
+    """A beaver cost model (a path is short for `{name_or_path: PATH}`)."""
+    head: str | None = None
+    """A category head of a multi-head cost model (`score.heads` of `beaver cm`, e.g.
+    `violence`); unset: the overall cost."""
+    classifier: ClassifierCfg | None = None
+    """An HF sequence-classification model, used as it is."""
+    callable: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """`module:function`, imported only when named here: `function(prompts, responses)` gets
+    two lists of strings (the raw prompts, the decoded answers) and returns one float per
+    answer (a list or a tensor)."""
+    http: HttpSourceCfg | None = None
+    """A score served over HTTP."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CostSourceCfg:
+        given = [k for k in ("cost_model", "classifier", "callable", "http") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "a cost source names exactly one of cost_model, classifier, callable, http; "
+                f"got {given or 'none'}"
+            )
+        if self.head is not None and self.cost_model is None:
+            raise ValueError("head is a category head of a cost model; give cost_model with it")
+        return self
+
+
+class ConstraintCfg(MultiplierCfg):
+    """One constraint E[C_k] <= d_k of `constraints`: a name, a cost source, a bound and its own
+    multiplier (the `lagrange` fields that belong to one multiplier)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    """Names the constraint's metrics (`lagrange/NAME/lambda`), checkpoint state and critic."""
+    source: CostSourceCfg
+    """The cost model the constraint reads."""
+    cost_critic: TrainedModelCfg | None = None
+    """Initial cost critic of this constraint (ppo-lag); defaults to the source's cost model (its
+    head), or for a source without one to the actor's backbone with a fresh head."""
+
+
+SHORTHAND_CONSTRAINT = "cost"
+"""The name of the one constraint that `cost_model` + `lagrange` stand for."""
 
 
 class PPOConfig(TrainStage):
@@ -236,6 +344,10 @@ class PPOConfig(TrainStage):
     """Critic-free advantages (`rloo`, `rloo-lag`)."""
     lagrange: LagrangeCfg = Field(default_factory=LagrangeCfg)
     """The cost constraint (ppo-lag) or fixed trade-off (reward-shaping)."""
+    constraints: list[ConstraintCfg] = Field(default_factory=list)
+    """Several constraints, each with its own cost source, bound and multiplier (`ppo-lag`,
+    `rloo-lag`); instead of `cost_model` + `lagrange`, which are the one-constraint shorthand
+    (a constraint named `cost`)."""
     actor_optim: OptimCfg = Field(default_factory=lambda: OptimCfg(lr=1e-5, weight_decay=0.01))
     """Actor optimiser."""
     critic_optim: OptimCfg = Field(
@@ -248,10 +360,64 @@ class PPOConfig(TrainStage):
         """What `algorithm` holds, trains and optimises."""
         return ALGORITHMS[self.algorithm]
 
+    def constraint_list(self) -> list[ConstraintCfg]:
+        """The run's constraints: `constraints`, or the one that `cost_model` + `lagrange`
+        stand for (named `cost`); none for an algorithm without a multiplier."""
+        if not self.spec.multiplier:
+            return []
+        if self.constraints:
+            return list(self.constraints)
+        assert self.cost_model is not None  # the config checks it
+        per_multiplier = {k: getattr(self.lagrange, k) for k in MultiplierCfg.model_fields}
+        return [
+            ConstraintCfg(
+                name=SHORTHAND_CONSTRAINT,
+                source=CostSourceCfg(cost_model=self.cost_model),
+                cost_critic=self.cost_critic,
+                **per_multiplier,
+            )
+        ]
+
+    @model_validator(mode="after")
+    def _check_constraints(self) -> PPOConfig:
+        if not self.constraints:
+            return self
+        if not self.spec.multiplier:
+            raise ValueError(
+                f"algorithm {self.algorithm!r} has no multiplier; constraints are for "
+                "ppo-lag and rloo-lag"
+            )
+        both = [k for k in ("cost_model", "cost_critic") if getattr(self, k) is not None]
+        default = MultiplierCfg()
+        both += [
+            f"lagrange.{k}"
+            for k in MultiplierCfg.model_fields
+            if getattr(self.lagrange, k) != getattr(default, k)
+        ]
+        if both:
+            raise ValueError(
+                f"constraints: given together with {both}, which are the one-constraint "
+                "shorthand; put the source, bound and multiplier settings in each constraint"
+            )
+        names = [c.name for c in self.constraints]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"constraints: names must differ, {twice} given more than once")
+        if self.spec.critic_free:
+            critics = [c.name for c in self.constraints if c.cost_critic is not None]
+            if critics:
+                raise ValueError(
+                    f"algorithm {self.algorithm!r} holds no critic; remove cost_critic from "
+                    f"constraints {critics}"
+                )
+        return self
+
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
-        if self.spec.cost_model and self.cost_model is None:
-            raise ValueError(f"algorithm {self.algorithm!r} needs cost_model.name_or_path")
+        if self.spec.cost_model and self.cost_model is None and not self.constraints:
+            raise ValueError(
+                f"algorithm {self.algorithm!r} needs cost_model.name_or_path (or constraints)"
+            )
         if self.spec.critic_free:
             if self.generation.num_return_sequences < 2:
                 raise ValueError(

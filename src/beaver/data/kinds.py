@@ -239,7 +239,14 @@ class SafetyPreferenceDataset(PreferenceDataset):
 
     def extra(self, sample: RawSample) -> dict[str, Any]:
         safer_safe, unsafer_safe = self.signs(sample)
-        return {"safer_is_safe": safer_safe, "unsafer_is_safe": unsafer_safe}
+        cats = (sample.category, sample.other_category)
+        safer_cats, unsafer_cats = cats if sample.safer else cats[::-1]
+        return {
+            "safer_is_safe": safer_safe,
+            "unsafer_is_safe": unsafer_safe,
+            "safer_categories": safer_cats,
+            "unsafer_categories": unsafer_cats,
+        }
 
     def collate(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out = super().collate(batch)
@@ -247,6 +254,10 @@ class SafetyPreferenceDataset(PreferenceDataset):
         out["unsafer_is_safe"] = torch.tensor(
             [b["unsafer_is_safe"] for b in batch], dtype=torch.bool
         )
+        # the harm categories flagged on each answer (None: the row has no category labels),
+        # turned into (B, H) labels by whoever knows the heads (`category_labels`)
+        out["safer_categories"] = [b["safer_categories"] for b in batch]
+        out["unsafer_categories"] = [b["unsafer_categories"] for b in batch]
         return out
 
     def highlight(self, index: int) -> list[tuple[str, list[int], list[bool]]]:

@@ -37,6 +37,12 @@ _SHOWN = (
 
 
 def format_metrics(metrics: dict[str, float], keys: tuple[str, ...] | None = None) -> str:
+    """`key=value` of `keys` (all by default); with several constraints, after `lagrange/lambda`
+    comes each named multiplier (`lagrange/NAME/lambda`), which the fixed keys cannot list."""
+    if keys is not None and "lagrange/lambda" in keys and "lagrange/lambda" not in metrics:
+        named = tuple(k for k in metrics if k.startswith("lagrange/") and k.endswith("/lambda"))
+        at = keys.index("lagrange/lambda") + 1
+        keys = (*keys[:at], *named, *keys[at:])
     items = [(k, metrics[k]) for k in (keys or tuple(metrics)) if k in metrics]
     return "  ".join(f"{k}={_number(v)}" for k, v in items)
 

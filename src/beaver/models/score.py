@@ -4,15 +4,22 @@ Serves the reward model, the cost model and both PPO critics (ALGORITHMS.md, "Sc
 The head runs in fp32 whatever the backbone's precision, and the end score is read at the last
 real token found from the attention mask, never from token ids (pad == eos is common).
 
+A multi-head cost model (`beaver cm` with `score.heads`) keeps the one overall cost head, so it
+is a cost model wherever one is expected, and adds `category_head`: Linear(hidden, H), one
+score per harm category (`heads` names them), read with `category_end_scores`. A score model
+loaded with `head=NAME` is a one-head model whose head is that category's (a critic for one
+category's cost stream).
+
 On disk a score model is an HF folder: the backbone (`save_pretrained`, loadable by plain
 `transformers.AutoModel`), the tokenizer, `score_head.safetensors` (head weights and the
-normaliser's statistics) and `score_config.json` (score type, normaliser kind). With a LoRA
+normaliser's statistics) and `score_config.json` (score type, normaliser kind, category heads). With a LoRA
 backbone the adapter folder (`adapter/` beside it) holds the backbone's adapter, the head and the
 score config; loaded, it is the backbone with the adapter merged plus the head.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from beaver.algo import Normalizer, ScoreKind, build_normalizer, gather_end_scores
-from beaver.algo.masks import position_ids_from_attention_mask
+from beaver.algo.masks import last_token_index, position_ids_from_attention_mask
 from beaver.files import read_json, write_json
 
 if TYPE_CHECKING:
@@ -49,14 +56,18 @@ class FP32Linear(nn.Linear):
 
 @dataclass(frozen=True)
 class ScoreOutput:
-    """scores: (B, L) fp32 score of every token; end_scores: (B,) fp32 at the last real token."""
+    """scores: (B, L) fp32 score of every token; end_scores: (B,) fp32 at the last real token;
+    category_end_scores: (B, H) fp32 of the H category heads at the last real token (None for
+    a one-head model)."""
 
     scores: Tensor
     end_scores: Tensor
+    category_end_scores: Tensor | None = None
 
 
 class ScoreModel(nn.Module):
-    """`backbone` (an HF base model returning `last_hidden_state`) + `Linear(hidden, 1)`."""
+    """`backbone` (an HF base model returning `last_hidden_state`) + `Linear(hidden, 1)`, and
+    `Linear(hidden, H)` for the H category `heads` of a multi-head cost model."""
 
     def __init__(
         self,
@@ -64,6 +75,7 @@ class ScoreModel(nn.Module):
         score_type: ScoreKind,
         normalizer: NormalizerKind = "none",
         momentum: float = 0.9,
+        heads: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -72,6 +84,10 @@ class ScoreModel(nn.Module):
         # buffers of one dtype), computed in fp32 by FP32Linear.
         dtype = next(backbone.parameters()).dtype
         self.score_head = FP32Linear(hidden, 1, bias=True, dtype=dtype)
+        self.heads: tuple[str, ...] = tuple(heads)
+        self.category_head = (
+            FP32Linear(hidden, len(self.heads), bias=True, dtype=dtype) if self.heads else None
+        )
         self.score_type: ScoreKind = score_type
         self.normalizer_kind: NormalizerKind = normalizer
         self.momentum = momentum
@@ -94,7 +110,20 @@ class ScoreModel(nn.Module):
             use_cache=False,
         ).last_hidden_state
         scores = self.score_head(hidden).squeeze(-1)  # (B, L) fp32
-        return ScoreOutput(scores=scores, end_scores=gather_end_scores(scores, attention_mask))
+        end = gather_end_scores(scores, attention_mask)
+        if self.category_head is None:
+            return ScoreOutput(scores=scores, end_scores=end)
+        # only the last real token's hidden state: per-token category scores are not needed
+        last = last_token_index(attention_mask)  # (B,)
+        at_end = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (B, D)
+        return ScoreOutput(scores, end, category_end_scores=self.category_head(at_end))
+
+    def head_index(self, name: str) -> int:
+        """The column of category head `name` in `category_end_scores`."""
+        if name not in self.heads:
+            have = f"its heads are {list(self.heads)}" if self.heads else "it has no category heads"
+            raise ValueError(f"no category head {name!r}: {have}")
+        return self.heads.index(name)
 
     def activation_checkpointing_enable(self, **kwargs: Any) -> None:
         """Recompute the backbone's activations in backward (the head is too small to matter)."""
@@ -115,6 +144,14 @@ class ScoreModel(nn.Module):
             if k.startswith("score_head.")
         }
         self.score_head.load_state_dict(head)
+        if self.category_head is not None:
+            self.category_head.load_state_dict(
+                {
+                    k.removeprefix("category_head."): v
+                    for k, v in state.items()
+                    if k.startswith("category_head.")
+                }
+            )
         if self.normalizer is not None:
             norm = {
                 k.removeprefix("normalizer."): v
@@ -123,6 +160,15 @@ class ScoreModel(nn.Module):
             }
             if norm:
                 self.normalizer.load_state_dict(norm)
+
+
+def saved_heads(path: str | Path) -> tuple[str, ...] | None:
+    """The category heads a saved score model has (`score_config.json`), None when `path` is not
+    a score-model folder (read before anything loads, to check a constraint's `head`)."""
+    folder = Path(path)
+    if not is_score_model_dir(folder):
+        return None
+    return tuple(read_json(folder / CONFIG_FILE).get("heads", ()))
 
 
 def is_score_model_dir(path: str | Path) -> bool:
@@ -135,7 +181,7 @@ def head_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return {
         k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in state.items()
-        if k.startswith(("score_head.", "normalizer."))
+        if k.startswith(("score_head.", "category_head.", "normalizer."))
     }
 
 
@@ -163,6 +209,7 @@ def save_score_model(
         "normalizer": model.normalizer_kind,
         "momentum": model.momentum,
         "hidden_size": int(model.score_head.in_features),
+        "heads": list(model.heads),
     }
 
     def head(folder: Path) -> None:
@@ -178,26 +225,46 @@ def score_model_from_backbone(
     score_type: ScoreKind | None = None,
     normalizer: NormalizerKind = "none",
     momentum: float = 0.9,
+    heads: Sequence[str] = (),
+    head: str | None = None,
 ) -> ScoreModel:
-    """Wrap a loaded backbone; restore head and normaliser when `path` holds a score model.
+    """Wrap a loaded backbone; restore head(s) and normaliser when `path` holds a score model.
 
-    From a plain causal LM (e.g. the SFT model) the head starts fresh with `score_type`.
-    A critic loaded from a reward model keeps the trained head but may change `score_type`.
+    From a plain causal LM (e.g. the SFT model) the head starts fresh with `score_type` (and
+    fresh category `heads`). A critic loaded from a reward model keeps the trained head but may
+    change `score_type`. `head`: one category head of a multi-head model becomes the one head of
+    a one-head model (its weights copied; the other heads left out).
     """
     folder = Path(path)
     if is_score_model_dir(folder):
         meta = read_json(folder / CONFIG_FILE)
+        saved = tuple(meta.get("heads", ()))
         model = ScoreModel(
             backbone,
             score_type or meta["score_type"],
             meta["normalizer"],
             meta.get("momentum", momentum),
+            heads=saved,
         )
         model.load_head_state(load_file(str(folder / HEAD_FILE)))
-        return model
+        return model if head is None else one_head(model, head)
+    if head is not None:
+        raise ValueError(f"{folder} is not a score model, so it has no category head {head!r}")
     if score_type is None:
         raise ValueError(f"{folder} is not a score model; say which score_type to start")
-    return ScoreModel(backbone, score_type, normalizer, momentum)
+    return ScoreModel(backbone, score_type, normalizer, momentum, heads=heads)
+
+
+def one_head(model: ScoreModel, head: str) -> ScoreModel:
+    """`model` with category head `head` as its one head (the overall head and the other
+    category heads dropped)."""
+    k = model.head_index(head)
+    assert model.category_head is not None
+    with torch.no_grad():
+        model.score_head.weight.copy_(model.category_head.weight[k : k + 1])
+        model.score_head.bias.copy_(model.category_head.bias[k : k + 1])
+    model.category_head, model.heads = None, ()
+    return model
 
 
 def load_score_model(
@@ -208,16 +275,19 @@ def load_score_model(
     momentum: float = 0.9,
     deepspeed: DeepSpeedSpec | None = None,
     trainable: bool = False,
+    heads: Sequence[str] = (),
+    head: str | None = None,
 ) -> ScoreModel:
     """A score model from a `ModelCfg`: a saved score model (head restored), or a fresh head on
     any causal LM's backbone (`score_type` required then). Partitioned when `deepspeed` is
     ZeRO-3. A model the stage trains (`trainable`) with `lora` enabled gets a LoRA adapter on its
-    backbone; the head stays outside it and trains fully."""
+    backbone; the head stays outside it and trains fully. `heads`: category heads of a fresh
+    multi-head cost model; `head`: load one category head of a multi-head model as the head."""
     from transformers import AutoModel
 
     from beaver.models.loading import load_pretrained
 
     backbone = load_pretrained(AutoModel, model_cfg, dtype, deepspeed, trainable)
     return score_model_from_backbone(
-        backbone, model_cfg.name_or_path, score_type, normalizer, momentum
+        backbone, model_cfg.name_or_path, score_type, normalizer, momentum, heads, head
     )

@@ -30,9 +30,11 @@ def plot_metrics(
     out: str | Path,
     title: str = "",
     hlines: dict[str, float] | None = None,
+    panel_hlines: dict[str, dict[str, float]] | None = None,
 ) -> Path:
     """One PNG with a panel per entry of `panels` (title -> metric keys); `hlines` draws
-    horizontal reference lines (label -> y) on the panels whose keys mention 'cost'."""
+    horizontal reference lines (label -> y) on the panels whose keys mention 'cost', and
+    `panel_hlines` (panel title -> label -> y) on the panel it names."""
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(7, 2.4 * len(panels)), sharex=True, squeeze=False
     )
@@ -41,9 +43,10 @@ def plot_metrics(
             steps, values = series(rows, key)
             if steps:
                 ax.plot(steps, values, label=key)
-        for label, y in (hlines or {}).items():
-            if any("cost" in k for k in keys):
-                ax.axhline(y, color="red", linestyle="--", linewidth=1, label=label)
+        lines = dict(hlines or {}) if any("cost" in k for k in keys) else {}
+        lines.update((panel_hlines or {}).get(name, {}))
+        for label, y in lines.items():
+            ax.axhline(y, color="red", linestyle="--", linewidth=1, label=label)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")

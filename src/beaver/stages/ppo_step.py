@@ -1,7 +1,9 @@
 """One PPO(-Lag) update on a rollout: advantages per stream, then actor and critic steps.
 
-PPO and PPO-Lag share every line here; PPO-Lag only adds the cost stream (its GAE and critic)
-and the multiplier in `combined_advantage`. With lambda = 0 PPO-Lag's advantage is PPO's.
+PPO and PPO-Lag share every line here; PPO-Lag only adds the cost streams (one per constraint,
+each with its GAE and critic) and the multipliers in `combined_advantage_multi`:
+A = (A_r - sum_k lambda_k A_ck) / (1 + sum_k lambda_k). With every lambda = 0 PPO-Lag's
+advantage is PPO's; with one constraint it is (A_r - lambda A_c) / (1 + lambda).
 RLOO(-Lag) differs in one place, where the advantages come from (`compute_targets`: leave-one-
 out baselines over each prompt's k responses instead of critics and GAE); the actor step is
 the same. What a run holds decides what runs: a rollout without cost values has no cost stream,
@@ -10,7 +12,7 @@ an update without a critic or a controller trains and weighs nothing for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 from beaver.algo import (
     LagrangeController,
     Rollout,
-    combined_advantage,
+    combined_advantage_multi,
     critic_loss,
     entropy_from_logits,
     gae,
@@ -73,12 +75,13 @@ class UpdatePlan:
 
 @dataclass(frozen=True)
 class Targets:
-    """Advantages and returns per stream. All (B, T), 0 outside the response mask."""
+    """Advantages and returns per stream, 0 outside the response mask. Reward (B, T); the K
+    cost streams (B, K, T), one per constraint."""
 
     reward_advantages: Tensor
     reward_returns: Tensor | None = None  # regression target of the reward critic (GAE)
     cost_advantages: Tensor | None = None  # PPO-Lag
-    cost_returns: Tensor | None = None  # regression target of the cost critic (PPO-Lag)
+    cost_returns: Tensor | None = None  # regression targets of the cost critics (PPO-Lag)
 
     def select(self, index: Tensor) -> Targets:
         """The rows `index` (one micro-batch)."""
@@ -93,12 +96,16 @@ class Targets:
             pick(self.cost_returns),
         )
 
-    def actor_advantages(self, lam: float | None, mask: Tensor, whiten_them: bool) -> Tensor:
-        """The actor's advantage: A_r for PPO, (A_r - lambda A_c) / (1 + lambda) for PPO-Lag."""
+    def actor_advantages(
+        self, lams: Sequence[float] | None, mask: Tensor, whiten_them: bool
+    ) -> Tensor:
+        """The actor's advantage: A_r for PPO, (A_r - sum_k lambda_k A_ck) / (1 + sum_k
+        lambda_k) for PPO-Lag (`lams`: one multiplier per cost stream)."""
         adv = self.reward_advantages
         if self.cost_advantages is not None:
-            assert lam is not None, "PPO-Lag needs lambda"
-            adv = combined_advantage(adv, self.cost_advantages, lam)
+            assert lams is not None, "PPO-Lag needs its multipliers"
+            streams = self.cost_advantages.unbind(dim=1)  # K x (B, T)
+            adv = combined_advantage_multi(adv, streams, lams)
         return whiten(adv, mask) if whiten_them else adv
 
 
@@ -118,8 +125,10 @@ def rloo_targets(rollout: Rollout, plan: UpdatePlan) -> Targets:
         adv = rloo_stream(score, kl, kl_weight, plan.samples_per_prompt, plan.scale_advantages)
         return per_token(adv, mask)
 
-    cost = None if rollout.cost is None else stream(rollout.cost, beta)
-    return Targets(stream(rollout.reward, -beta), cost_advantages=cost)
+    costs = None
+    if rollout.costs is not None:  # (B, K): one stream per constraint
+        costs = torch.stack([stream(c, beta) for c in rollout.costs.unbind(dim=1)], dim=1)
+    return Targets(stream(rollout.reward, -beta), cost_advantages=costs)
 
 
 def gae_targets(rollout: Rollout, ppo: PPOCfg) -> Targets:
@@ -132,12 +141,21 @@ def gae_targets(rollout: Rollout, ppo: PPOCfg) -> Targets:
     r = gae(rewards, rollout.values, mask, ppo.gamma, ppo.gae_lambda)
     if rollout.cost_values is None:
         return Targets(r.advantages, r.returns)
-    assert rollout.cost is not None
-    costs = token_costs(
-        rollout.cost, rollout.logp, rollout.ref_logp, mask, ppo.kl_coeff, ppo.clip_range_score
+    assert rollout.costs is not None
+    streams = []  # per constraint k: its KL-shaped cost stream and its critic's values
+    for cost, values in zip(
+        rollout.costs.unbind(dim=1), rollout.cost_values.unbind(dim=1), strict=True
+    ):
+        costs = token_costs(
+            cost, rollout.logp, rollout.ref_logp, mask, ppo.kl_coeff, ppo.clip_range_score
+        )
+        streams.append(gae(costs, values, mask, ppo.gamma, ppo.gae_lambda))
+    return Targets(
+        r.advantages,
+        r.returns,
+        torch.stack([c.advantages for c in streams], dim=1),
+        torch.stack([c.returns for c in streams], dim=1),
     )
-    c = gae(costs, rollout.cost_values, mask, ppo.gamma, ppo.gae_lambda)
-    return Targets(r.advantages, r.returns, c.advantages, c.returns)
 
 
 def actor_step(
@@ -197,38 +215,50 @@ def update(
     plan: UpdatePlan,
     generator: torch.Generator,
     *,
-    controller: LagrangeController | None = None,
+    controllers: Sequence[LagrangeController] = (),
+    names: Sequence[str] = (),
     ptx_batches: list[dict[str, Tensor]] | None = None,
 ) -> list[dict[str, float]]:
     """Actor and critic steps on every micro-batch of `plan`; stats per micro-batch.
 
-    `controller.on_step()` gives lambda before every actor step, so a multiplier updated per
-    optimiser step (the reference's cadence) reaches the advantage at once. Whitening, when on,
-    is per micro-batch.
+    Each of `controllers` (one per constraint, named `names`) gives its lambda through
+    `on_step()` before every actor step, so a multiplier updated per optimiser step (the
+    reference's cadence) reaches the advantage at once. Whitening, when on, is per micro-batch.
     """
     ppo, stats = plan.ppo, []
     for k, index in plan.micro_batches(rollout.batch_size, generator):
         mb, tg = rollout.select(index), targets.select(index)
         ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
-        lam = controller.on_step() if controller is not None else None
-        adv = tg.actor_advantages(lam, mb.response_mask, ppo.whiten_advantages)
+        lams = [c.on_step() for c in controllers] if controllers else None
+        adv = tg.actor_advantages(lams, mb.response_mask, ppo.whiten_advantages)
         s = actor_step(models.actor, mb, adv, ppo, plan.temperature, ptx, plan.sequence_ratio)
         if models.reward_critic is not None:
             assert mb.values is not None and tg.reward_returns is not None
             s["train/reward_critic_loss"] = critic_step(
                 models.reward_critic, mb, mb.values, tg.reward_returns, ppo
             )
-        if models.cost_critic is not None:
+        for j, critic in enumerate(models.cost_critics):
             assert mb.cost_values is not None and tg.cost_returns is not None
-            s["train/cost_critic_loss"] = critic_step(
-                models.cost_critic, mb, mb.cost_values, tg.cost_returns, ppo
-            )
+            loss = critic_step(critic, mb, mb.cost_values[:, j], tg.cost_returns[:, j], ppo)
+            s.update(per_constraint("train/cost_critic_loss", names, j, loss))
         stats.append(s)
     return stats
 
 
-def rollout_stats(rollout: Rollout) -> dict[str, float]:
-    """Per-rollout monitoring: scores, KL (k1 and k3), response length, EOS rate."""
+def per_constraint(key: str, names: Sequence[str], k: int, value: float) -> dict[str, float]:
+    """`value` of constraint k under its name, put before the key's last part
+    (`lagrange/lambda` -> `lagrange/NAME/lambda`), and also as `key` when the run has one
+    constraint (the metric's name from before constraints were a list)."""
+    group, _, leaf = key.rpartition("/")
+    out = {f"{group}/{names[k]}/{leaf}": value}
+    if len(names) == 1:
+        out[key] = value
+    return out
+
+
+def rollout_stats(rollout: Rollout, names: Sequence[str] = ()) -> dict[str, float]:
+    """Per-rollout monitoring: scores, KL (k1 and k3), response length, EOS rate, and each
+    cost source's mean cost and unsafe share (`names`: the constraints, in column order)."""
     mask = rollout.response_mask
     out = {
         "rollout/reward": rollout.reward.mean().item(),
@@ -237,7 +267,13 @@ def rollout_stats(rollout: Rollout) -> dict[str, float]:
         "rollout/response_length": rollout.response_length.float().mean().item(),
         "rollout/eos_rate": rollout.has_eos.float().mean().item(),
     }
-    if rollout.cost is not None:
-        out["rollout/cost"] = rollout.cost.mean().item()
-        out["rollout/unsafe_share"] = (rollout.cost > 0).float().mean().item()
+    if rollout.costs is None:
+        return out
+    if not names:  # a cost source without a constraint (reward shaping)
+        out["rollout/cost"] = rollout.costs[:, 0].mean().item()
+        out["rollout/unsafe_share"] = (rollout.costs[:, 0] > 0).float().mean().item()
+    for k, cost in enumerate(rollout.costs.unbind(dim=1)[: len(names)]):
+        out.update(per_constraint("rollout/cost", names, k, cost.mean().item()))
+        share = (cost > 0).float().mean().item()
+        out.update(per_constraint("rollout/unsafe_share", names, k, share))
     return out

@@ -12,6 +12,7 @@ temperature, so that the "old" log-probs are those of the distribution actually 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,27 @@ from beaver.models.forward import response_logprobs, response_values, score_sequ
 from beaver.models.generation import generation_kwargs
 from beaver.models.saving import unwrap
 from beaver.models.score import ScoreModel
+from beaver.models.sources import TextScore
+
+
+def part_name(kind: str, constraint: str, constraints: int) -> str:
+    """Engine name of a per-constraint model (`cost_model`, `cost_critic`): the kind alone when
+    the run has one constraint (as before constraints were a list, so checkpoints of earlier runs
+    resume), `kind.NAME` when it has several."""
+    return kind if constraints == 1 else f"{kind}.{constraint}"
+
+
+@dataclass(frozen=True)
+class CostSource:
+    """Where one constraint's cost comes from: the end score of a beaver cost model, or one
+    category head's (`head`, its column in `category_end_scores`), or a source that reads text
+    (`text`: a callable, a classifier, an HTTP endpoint; `beaver.models.sources`). Several
+    sources may share one model; it is then run once per rollout."""
+
+    name: str  # the constraint's name
+    model: ScoreModel | nn.Module | None = None
+    head: int | None = None  # None: the overall cost (in the normaliser's units)
+    text: TextScore | None = None  # scores (prompts, decoded answers) instead of token ids
 
 
 @dataclass(frozen=True)
@@ -42,8 +64,25 @@ class RolloutModels:
     ref: nn.Module | None  # None: the actor (a peft model) with its adapter disabled
     reward_model: ScoreModel | nn.Module
     reward_critic: nn.Module | None = None  # None: critic-free (RLOO)
-    cost_model: ScoreModel | nn.Module | None = None
-    cost_critic: nn.Module | None = None
+    cost_sources: tuple[CostSource, ...] = ()  # one per constraint, K in all
+    cost_critics: tuple[nn.Module, ...] = ()  # one per constraint (ppo-lag), or none
+
+    def named(self) -> dict[str, nn.Module]:
+        """Every distinct model held, by engine name (a model shared by sources counts once)."""
+        out: dict[str, nn.Module] = {"actor": self.actor}
+        if self.ref is not None:
+            out["ref"] = self.ref
+        out["reward_model"] = self.reward_model
+        if self.reward_critic is not None:
+            out["reward_critic"] = self.reward_critic
+        k, seen = len(self.cost_sources), {id(m) for m in out.values()}
+        for source in self.cost_sources:
+            if source.model is not None and id(source.model) not in seen:
+                seen.add(id(source.model))
+                out[part_name("cost_model", source.name, k)] = source.model
+        for source, critic in zip(self.cost_sources, self.cost_critics, strict=False):
+            out[part_name("cost_critic", source.name, k)] = critic
+        return out
 
 
 @dataclass(frozen=True)
@@ -55,6 +94,7 @@ class RolloutOptions:
     pad_token_id: int
     missing_eos_penalty: float = 0.0
     lambda_fixed: float | None = None  # reward shaping: R - lambda_fixed * C
+    decode: Any = None  # response ids (B, T) + mask -> texts, for sources that read text
     synced_gpus: bool = False  # ZeRO-3 over several ranks: all ranks step generate() together
 
 
@@ -93,20 +133,39 @@ def score_responses(
     ended: Tensor,
     opts: RolloutOptions,
     retokenize: Any = None,
+    texts: Callable[[], tuple[list[str], list[str]]] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """(B,) rewards (missing-EOS penalty and any fixed cost weight applied) and (B,) costs
-    (None without a cost model), in the score models' normaliser units."""
+    """(B,) rewards (missing-EOS penalty and any fixed cost weight applied) and (B, K) costs,
+    one column per cost source (None without one), in the score models' normaliser units.
+    `texts()` gives (prompts, answers) as text for the sources that read text."""
     ids, mask = (
         (input_ids, attention_mask) if retokenize is None else retokenize(input_ids, attention_mask)
     )
     reward = score_sequences(models.reward_model, ids, mask, normalize=True)
     reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
-    if models.cost_model is None:
+    if not models.cost_sources:
         return reward, None
-    cost = score_sequences(models.cost_model, ids, mask, normalize=True)
-    if opts.lambda_fixed is not None:
-        reward = shaped_reward(reward, cost, opts.lambda_fixed)
-    return reward, cost
+    scored: dict[int, Any] = {}  # one forward per distinct model
+    for source in models.cost_sources:
+        if source.model is not None and id(source.model) not in scored:
+            scored[id(source.model)] = source.model(input_ids=ids, attention_mask=mask)
+    as_text: list[tuple[list[str], list[str]]] = []  # decoded once, if a source reads text
+
+    def cost_of(source: CostSource) -> Tensor:  # (B,) fp32
+        if source.text is not None:
+            if not as_text:
+                assert texts is not None, "a text source needs the rollout's texts"
+                as_text.append(texts())
+            return source.text(*as_text[0]).to(reward.device).float()
+        out = scored[id(source.model)]
+        if source.head is not None:
+            return out.category_end_scores[:, source.head].float()
+        return unwrap(source.model).normalize(out.end_scores).float()  # type: ignore[operator]
+
+    costs = torch.stack([cost_of(s) for s in models.cost_sources], dim=1)  # (B, K)
+    if opts.lambda_fixed is not None:  # reward shaping: one cost source
+        reward = shaped_reward(reward, costs[:, 0], opts.lambda_fixed)
+    return reward, costs
 
 
 @torch.no_grad()
@@ -116,15 +175,17 @@ def collect_rollout(
     prompt_mask: Tensor,
     opts: RolloutOptions,
     retokenize: Any = None,
+    prompts: list[str] | None = None,
 ) -> tuple[Rollout, dict[str, float]]:
     """Sample responses for a left-padded prompt batch and compute everything PPO needs.
 
     Returns the rollout and its wall-time split (`time/generate`, `time/score`).
     `retokenize(input_ids, attention_mask) -> (ids, mask)` maps sequences into the score
-    models' tokenizer when it differs from the actor's (None: same tokenizer).
+    models' tokenizer when it differs from the actor's (None: same tokenizer). `prompts`: the
+    raw prompt texts, for cost sources that read text (with `opts.decode` for the answers).
     """
     start = time.perf_counter()
-    for m in (models.actor, models.ref, models.reward_critic, models.cost_critic):
+    for m in (models.actor, models.ref, models.reward_critic, *models.cost_critics):
         if m is not None:
             m.eval()
     prompt_ids, prompt_mask, response_ids = sample_responses(
@@ -144,12 +205,24 @@ def collect_rollout(
             )
     else:
         ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
-    reward, cost = score_responses(models, input_ids, attention_mask, ended, opts, retokenize)
+    n = opts.generation.num_return_sequences
+
+    def texts() -> tuple[list[str], list[str]]:  # raw prompts (one per answer), decoded answers
+        if prompts is None or opts.decode is None:
+            raise ValueError("a cost source that reads text needs the prompts and opts.decode")
+        return [p for p in prompts for _ in range(n)], opts.decode(response_ids, resp_mask)
+
+    reward, costs = score_responses(
+        models, input_ids, attention_mask, ended, opts, retokenize, texts
+    )
 
     def values_of(critic: nn.Module | None) -> Tensor | None:  # None: no critic, no values
         if critic is None:
             return None
         return response_values(critic, input_ids, attention_mask, plen).float()
+
+    values = values_of(models.reward_critic)
+    cost_values = [values_of(c) for c in models.cost_critics]  # K x (B, T)
 
     rollout = Rollout(
         prompt_ids=prompt_ids,
@@ -160,12 +233,23 @@ def collect_rollout(
         logp=logp,
         ref_logp=ref_logp,
         reward=reward,
-        values=values_of(models.reward_critic),
-        cost=cost,
-        cost_values=values_of(models.cost_critic),
+        values=values,
+        costs=costs,
+        cost_values=torch.stack(cost_values, dim=1) if cost_values else None,  # type: ignore[arg-type]
     )
     scored = time.perf_counter()
     return rollout, {"time/generate": generated - start, "time/score": scored - generated}
+
+
+def make_decoder(tokenizer: Any) -> Callable[[Tensor, Tensor], list[str]]:
+    """Response ids (B, T) and their mask -> the answers as text (special tokens, EOS included,
+    left out), for cost sources that read text."""
+
+    def decode(response_ids: Tensor, mask: Tensor) -> list[str]:
+        rows = [ids[m.bool()].tolist() for ids, m in zip(response_ids, mask, strict=True)]
+        return [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+    return decode
 
 
 def make_retokenizer(src_tokenizer: Any, dst_tokenizer: Any) -> Any:

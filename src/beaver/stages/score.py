@@ -4,8 +4,10 @@ parse (CLI) -> build (tokenizer, pair datasets, score model on the SFT backbone,
 -> train (shared loop) -> save (HF folder `<output_dir>/model` with the score head) -> summary.
 
 The reward model learns `better > worse` (sequence- or token-wise); the cost model learns
-`unsafer > safer` plus the sign of each answer's cost (ALGORITHMS.md). Everything else — data
-path, engine, evaluation, saving — is shared.
+`unsafer > safer` plus the sign of each answer's cost (ALGORITHMS.md). With `score.heads` the
+cost model also trains one head per harm category from the answers' category labels
+(`category_cost_loss`), added to the overall loss, and reports each head's accuracy. Everything
+else — data path, engine, evaluation, saving — is shared.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from beaver.algo import cost_loss, reward_loss_sequence, reward_loss_token
+from beaver.algo import category_cost_loss, cost_loss, reward_loss_sequence, reward_loss_token
 from beaver.config.stages import ScoreCfg, ScoreConfig
 from beaver.engine import dist
 from beaver.engine.build import DeepSpeedSpec
@@ -24,10 +26,12 @@ from beaver.engine.data import set_position, to_device
 from beaver.engine.loop import StepResult
 from beaver.engine.run import start_run
 from beaver.engine.stage import train_one_model
+from beaver.errors import UserError
 from beaver.models.loading import check_model_source, dtype_of, load_tokenizer
 from beaver.models.pairs import (
     Objective,
     PairScores,
+    category_labels,
     collect_scores,
     pair_forward,
     pair_keys,
@@ -46,7 +50,11 @@ def pair_loss(
         c = cost_loss(
             a_end, b_end, batch["safer_is_safe"], batch["unsafer_is_safe"], score.regularization
         )
-        return c.loss, {"accuracy": c.accuracy.item(), "sign_accuracy": c.sign_accuracy.item()}
+        metrics = {"accuracy": c.accuracy.item(), "sign_accuracy": c.sign_accuracy.item()}
+        if not score.heads:
+            return c.loss, metrics
+        loss, head_stats = head_loss(out, batch, score)
+        return c.loss + loss, {**metrics, **head_stats}
     if score.loss_type == "token":
         a_scores, b_scores = out.scores.chunk(2)
         r = reward_loss_token(
@@ -61,6 +69,49 @@ def pair_loss(
     else:
         r = reward_loss_sequence(a_end, b_end, score.regularization)
     return r.loss, {"accuracy": r.accuracy.item()}
+
+
+def head_loss(out: Any, batch: dict[str, Any], score: ScoreCfg) -> tuple[Tensor, dict[str, float]]:
+    """The category heads' loss on one pair batch, and each head's sign accuracy."""
+    a_heads, b_heads = out.category_end_scores.chunk(2)  # (B, H) each
+    device = a_heads.device
+    a_flags = category_labels(batch["safer_categories"], score.heads).to(device)
+    b_flags = category_labels(batch["unsafer_categories"], score.heads).to(device)
+    h = category_cost_loss(a_heads, b_heads, a_flags, b_flags, score.regularization)
+    stats = {"category_loss": h.loss.item()}
+    for k, name in enumerate(score.heads):
+        stats[f"heads/{name}/sign_accuracy"] = h.sign_accuracy[k].item()
+    return h.loss, stats
+
+
+def check_category_labels(dataset: Any, heads: list[str], what: str) -> None:
+    """Before training category heads: every answer has category labels (else the first row
+    without them is named), and every head is flagged on some training answer (a misspelt head,
+    or one the data never labels, would learn "never harmful")."""
+    seen: dict[str, int] = dict.fromkeys(heads, 0)
+    found: set[str] = set()
+    for sample in dataset.samples:
+        for key, cats in (("category", sample.category), ("other_category", sample.other_category)):
+            if cats is None:
+                raise UserError(
+                    f"{what} data, dataset {sample.dataset or '?'} row {_row(sample.row)}: no harm-"
+                    f"category labels for {'response_0' if key == 'category' else 'response_1'} "
+                    "(response_*_harm_category); score.heads needs them on every answer"
+                )
+            found.update(cats)
+            for c in cats:
+                if c in seen:
+                    seen[c] += 1
+    never = [h for h, n in seen.items() if n == 0]
+    if never and what == "training":  # a small evaluation set may miss a rare category
+        raise UserError(
+            f"score.heads {never}: flagged on no answer of the {what} data; the categories "
+            f"it flags are {sorted(found)}"
+        )
+
+
+def _row(row: int | None) -> str:
+    return "?" if row is None else str(row + 1)  # messages count rows from 1
 
 
 def score_step(
@@ -101,6 +152,11 @@ def evaluate(engine: Any, loader: Any, objective: Objective) -> dict[str, float]
         dist.gather(s.b.to(engine.device)).cpu(),
         everywhere(s.a_safe),
         everywhere(s.b_safe),
+        s.heads,
+        everywhere(s.a_heads),
+        everywhere(s.b_heads),
+        everywhere(s.a_flags),
+        everywhere(s.b_flags),
     )
     return {f"eval/{k}": v for k, v in pair_metrics(gathered, objective).items()}
 
@@ -124,13 +180,19 @@ def run(cfg: ScoreConfig) -> None:
             cfg.score.normalizer_momentum,
             deepspeed,
             trainable=True,
+            heads=cfg.score.heads,
         )
 
+    datasets = make_datasets(kind, cfg.data, tokenizer)
+    if cfg.score.heads:
+        for dataset, what in zip(datasets, ("training", "evaluation"), strict=True):
+            if dataset is not None:
+                check_category_labels(dataset, cfg.score.heads, what)
     train_one_model(
         cfg,
         run_,
         cfg.optim,
-        make_datasets(kind, cfg.data, tokenizer),
+        datasets,
         load_model,
         step=lambda engine, batches: score_step(engine, batches, objective, cfg.score),
         evaluate=lambda engine, loader: evaluate(engine, loader, objective),
