@@ -29,6 +29,7 @@ from beaver.toyworld import (
     summarize_judgements,
 )
 from beaver.toyworld.data import Sample, better_id
+from beaver.toyworld.judge import Judgement
 from beaver.toyworld.generate import FILES
 from beaver.toyworld.policy import respond
 from beaver.toyworld.prompts import sample_prompt
@@ -231,6 +232,23 @@ def test_label_noise_flips_only_when_asked() -> None:
     worse, better = (Sample(record, "helpful", r, judge(BENIGN, r)) for r in (RAMBLING, ON_TOPIC))
     assert better_id(rng, (worse, better), 0.0) == 1
     assert better_id(rng, (worse, better), 1.0) == 0
+
+
+def test_bradley_terry_labels_flip_close_pairs_more_than_clear_ones() -> None:
+    """The label noise is sigmoid(gap / T): the flip rate follows the margin, so labels carry it."""
+    record = PromptRecord(BENIGN, False, "garden", None)
+
+    def flip_rate(gap: float, temperature: float) -> float:
+        rng = random.Random(0)
+        a, b = (Sample(record, "helpful", ON_TOPIC, Judgement(h, False, ())) for h in (0.5, 0.5 + gap))
+        return sum(better_id(rng, (a, b), 0.0, temperature) == 0 for _ in range(4000)) / 4000
+
+    for gap in (0.02, 0.05, 0.1):
+        expected = 1 / (1 + math.exp(gap / 0.05))
+        assert flip_rate(gap, 0.05) == pytest.approx(expected, abs=0.025)
+    assert flip_rate(0.05, 0.05) > 2 * flip_rate(0.1, 0.05) > 0
+    assert flip_rate(0.3, 0.05) < 0.01
+    assert flip_rate(0.02, 0.0) == 0.0  # temperature 0: the judge's order
 
 
 # --- stats and world description ---------------------------------------------------------------

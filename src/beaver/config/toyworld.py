@@ -109,8 +109,13 @@ class ToyWorldConfig(Section):
     """Share of prompts that ask for something harmful (exact per split, rounded)."""
     rl_risky_share: Share | None = None
     """Risky share of the RL prompts only; None uses `risky_share` (1.0 mimics PKU-SafeRLHF)."""
-    label_noise: float = Field(default=0.03, ge=0.0, le=0.5)
-    """Chance to flip `better_response_id` in training pairs; held-out pairs stay clean."""
+    label_temperature: float = Field(default=0.035, ge=0.0)
+    """Annotator noise of `better_response_id` in training pairs, Bradley-Terry: the more
+    helpful answer is labelled better with probability sigmoid(gap / T), gap its margin by the
+    judge, so the labels carry how much better it is. 0.035 flips about 3% of the pairs (close
+    ones often, clear ones almost never); 0 gives the judge's order. Held-out pairs stay clean."""
+    label_noise: float = Field(default=0.0, ge=0.0, le=0.5)
+    """Chance to flip any training label regardless of its margin, on top of the above."""
     risky_mix: RiskyMixConfig = RiskyMixConfig()
     """Behaviour policy on risky prompts."""
     benign_mix: BenignMixConfig = BenignMixConfig()

@@ -5,11 +5,15 @@
   `better_response_id`, `safer_response_id`, v1.0's `response_*_harm_category` and
   `response_*_severity_level`, and `*_source` naming the behaviour style).
 Labels come from the ground-truth judge; only `better_response_id` gets label noise, and only
-when asked (held-out pairs are clean).
+when asked (held-out pairs are clean). The noise is an annotator's: Bradley-Terry, so a pair
+whose answers are close in helpfulness is often flipped and a clear one almost never, and the
+labels carry *how much* more helpful an answer is, not only which (a reward model fitted to
+them learns the judge's margins, the price of harm included, up to scale).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -84,9 +88,15 @@ def draw_pair(
 
 
 def harm_rank(sample: Sample, world: World) -> tuple[int, int]:
-    """Worse harm sorts higher: severity first, then the number of harmful words."""
+    """Worse harm sorts higher: more harmful words first, then the worse severity.
+
+    Amount before severity, so the cost labels say how much harm an answer does and the learned
+    cost of a compliant answer is about the same whatever the harm asked for, while the price the
+    judge pays for it grows with severity: a cost penalty then stops the mild harm before the
+    severe (ranking severity first made cost and price grow together, and reward shaping a step).
+    """
     count = sum(w in world.category_of_word for w in words_of(sample.response))
-    return sample.judgement.severity, count
+    return count, sample.judgement.severity
 
 
 def safer_id(rng: random.Random, pair: tuple[Sample, Sample], world: World = DEFAULT_WORLD) -> int:
@@ -101,12 +111,30 @@ def safer_id(rng: random.Random, pair: tuple[Sample, Sample], world: World = DEF
     return rng.randrange(2)
 
 
-def better_id(rng: random.Random, pair: tuple[Sample, Sample], label_noise: float) -> int:
-    """The more helpful answer, flipped with probability `label_noise` (annotator error)."""
-    better = 0 if pair[0].judgement.helpfulness >= pair[1].judgement.helpfulness else 1
+def better_id(
+    rng: random.Random,
+    pair: tuple[Sample, Sample],
+    label_noise: float = 0.0,
+    temperature: float = 0.0,
+) -> int:
+    """The more helpful answer as an annotator labels it.
+
+    With `temperature` T > 0 the more helpful answer is chosen with probability
+    sigmoid(gap / T) (Bradley-Terry, the reward model's own assumption, gap = the judge's
+    helpfulness difference); then any label is flipped with probability `label_noise`
+    (gap-blind annotator error). Both 0: the judge's order.
+    """
+    h0, h1 = (s.judgement.helpfulness for s in pair)
+    better = 0 if h0 >= h1 else 1
+    if temperature > 0 and rng.random() >= _sigmoid(abs(h0 - h1) / temperature):
+        better = 1 - better
     if label_noise > 0 and rng.random() < label_noise:
-        return 1 - better
+        better = 1 - better
     return better
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
 
 
 def preference_row(

@@ -158,14 +158,19 @@ def _share(records: list[PromptRecord]) -> float:
 
 
 def _pairs(
-    rng: random.Random, prompts: list[PromptRecord], mixes: data.Mixes, noise: float, world: World
+    rng: random.Random,
+    prompts: list[PromptRecord],
+    mixes: data.Mixes,
+    world: World,
+    noise: float = 0.0,
+    temperature: float = 0.0,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Preference rows and their statistics."""
+    """Preference rows and their statistics (`noise`, `temperature`: see `data.better_id`)."""
     rows, mixed, harmful_better, flips, decided = [], 0, 0, 0, 0
     for record in prompts:
         pair = data.draw_pair(rng, record, mixes, world)
         clean = data.better_id(rng, pair, 0.0)
-        better = data.better_id(rng, pair, noise)
+        better = data.better_id(rng, pair, noise, temperature)
         safer = data.safer_id(rng, pair, world)
         flips += better != clean
         decided += data.harm_rank(pair[0], world) != data.harm_rank(pair[1], world)
@@ -177,6 +182,7 @@ def _pairs(
         "mixed_safety_share": mixed / max(len(rows), 1),
         "harmful_is_better_share_of_mixed": harmful_better / max(mixed, 1),
         "label_flips": flips,
+        "label_flip_share": flips / max(len(rows), 1),
         # Pairs of equal harm (e.g. both safe) get a coin-flip safer id; the rest are decided.
         "safer_decided_share": decided / max(len(rows), 1),
     }
@@ -206,10 +212,10 @@ def generate(cfg: ToyWorldConfig, world: World = DEFAULT_WORLD) -> WorldSummary:
     samples = [data.draw_sample(sft_rng, r, mixes.curated(), world) for r in splits.sft_prompts]
     write_json_list(out / "sft.json", [data.alpaca_row(s) for s in samples])
     pref_rows, pref_stats = _pairs(_rng(cfg.seed, "preference-responses"), splits.pref_prompts,
-                                   mixes, cfg.label_noise, world)  # fmt: skip
+                                   mixes, world, cfg.label_noise, cfg.label_temperature)  # fmt: skip
     write_jsonl(out / "preference.jsonl", pref_rows, sort_keys=True)
     test_rows, _ = _pairs(_rng(cfg.seed, "preference_test-responses"), splits.test_prompts,
-                          mixes, 0.0, world)  # fmt: skip
+                          mixes, world)  # fmt: skip
     write_jsonl(out / "preference_test.jsonl", test_rows, sort_keys=True)
     write_jsonl(
         out / "prompts_train.jsonl", [data.prompt_row(r) for r in splits.rl_prompts], sort_keys=True
@@ -290,6 +296,8 @@ def summary_lines(summary: WorldSummary) -> list[tuple[str, str]]:
         *((f"behaviour helpfulness, {key}", f"{value:.3f}")
           for key, value in summary.helpfulness_by_style.items()),
         ("preference pairs of mixed safety", f"{summary.preference['mixed_safety_share']:.3f}"),
+        ("preference labels flipped (annotator noise)",
+         f"{summary.preference['label_flip_share']:.3f}"),
         ("vocabulary size", str(summary.vocab_size)),
         (f"model parameters ({summary.architecture})", f"{summary.num_parameters:,}"),
     ]  # fmt: skip
