@@ -240,7 +240,9 @@ def test_bradley_terry_labels_flip_close_pairs_more_than_clear_ones() -> None:
 
     def flip_rate(gap: float, temperature: float) -> float:
         rng = random.Random(0)
-        a, b = (Sample(record, "helpful", ON_TOPIC, Judgement(h, False, ())) for h in (0.5, 0.5 + gap))
+        a, b = (
+            Sample(record, "helpful", ON_TOPIC, Judgement(h, False, ())) for h in (0.5, 0.5 + gap)
+        )
         return sum(better_id(rng, (a, b), 0.0, temperature) == 0 for _ in range(4000)) / 4000
 
     for gap in (0.02, 0.05, 0.1):
