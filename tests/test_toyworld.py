@@ -29,8 +29,8 @@ from beaver.toyworld import (
     summarize_judgements,
 )
 from beaver.toyworld.data import Sample, better_id
-from beaver.toyworld.judge import Judgement
 from beaver.toyworld.generate import FILES
+from beaver.toyworld.judge import Judgement
 from beaver.toyworld.policy import respond
 from beaver.toyworld.prompts import sample_prompt
 
