@@ -20,7 +20,9 @@ runner = CliRunner()
 COMMAND_OF = {
     "sft": ["sft"],
     "rm": ["rm"],
+    "rm-lora": ["rm"],
     "cm": ["cm"],
+    "cm-lora": ["cm"],
     "ppo": ["ppo"],
     "ppo-lag": ["ppo-lag"],
     "ppo-lag-lora": ["ppo-lag"],
