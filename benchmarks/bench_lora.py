@@ -17,7 +17,8 @@ sides alternate (full, lora, full, lora, ...) for `--repeats` rounds; reported: 
 (`peak_rss_mb` of summary.json), trained / total parameters, models held, and episodes/s: per
 iteration, episodes / (generate + score + train seconds of its metrics row), the median of the
 iterations after the first (warm-up), then the median over rounds; with the LoRA / full ratios
-and the bar (LoRA peak RSS <= 0.6x the full run's). About 3.5 minutes per round on 2 cores at load 2.
+and the bar (LoRA peak RSS <= 0.6x the full run's). About 3.5 minutes per round on 2 cores at
+load 2 (the full side's peak is about 8.2 GB).
 
     python benchmarks/bench_lora.py [--repeats 1] [--steps 5] [--threads 1]
 """
