@@ -20,8 +20,10 @@ runner = CliRunner()
 COMMAND_OF = {
     "sft": ["sft"],
     "rm": ["rm"],
+    "rm-lora": ["rm"],
     "cm": ["cm"],
     "cm-categories": ["cm"],
+    "cm-lora": ["cm"],
     "ppo": ["ppo"],
     "ppo-lag": ["ppo-lag"],
     "ppo-lag-lora": ["ppo-lag"],

@@ -1,9 +1,10 @@
 """The whole Safe RLHF pipeline on a CI-sized toy world, through the real CLI and configs.
 
-world -> SFT -> RM -> CM -> PPO -> PPO-Lag -> evaluation by the ground-truth judge, on a smaller
-world and model than the demo (hidden 64, 2 layers), with fixed seeds. Asserts that every stage
-learned what it should: score-model accuracies, PPO unsafe but more helpful than SFT, PPO-Lag
-safe and more helpful than SFT, and the multiplier rising while the constraint was violated.
+world -> SFT -> RM -> CM -> PPO -> PPO-Lag (full, and with LoRA on actor and critics) ->
+evaluation by the ground-truth judge, on a smaller world and model than the demo (hidden 64, 2
+layers), with fixed seeds. Asserts that every stage learned what it should: score-model
+accuracies, PPO unsafe but more helpful than SFT, PPO-Lag (both) safe and more helpful than SFT,
+and the multiplier rising while the constraint was violated.
 """
 
 from __future__ import annotations
@@ -92,13 +93,25 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
         f"cost_model.name_or_path={out / 'cm' / 'model'}",
         *rl,
     )
+    # The same constraint with LoRA on the actor and both critics (the reference is the actor
+    # with its adapter disabled), from the same SFT, reward and cost models.
+    beaver(
+        "ppo-lag",
+        "--config",
+        "configs/toy/ppo-lag-lora.yaml",
+        f"output_dir={out / 'ppo-lag-lora'}",
+        f"cost_model.name_or_path={out / 'cm' / 'model'}",
+        f"reward_critic.name_or_path={out / 'rm' / 'model'}",
+        f"cost_critic.name_or_path={out / 'cm' / 'model'}",
+        *rl,
+    )
     beaver(
         "eval",
         "toyworld",
         f"output_dir={out}",
         f"prompts={world / 'prompts_eval.jsonl'}",
         "generation.max_new_tokens=40",
-        *(f"policies.{p}={out / p / 'model'}" for p in ("sft", "ppo", "ppo-lag")),
+        *(f"policies.{p}={out / p / 'model'}" for p in ("sft", "ppo", "ppo-lag", "ppo-lag-lora")),
         f"reward_model={out / 'rm' / 'model'}",
         f"cost_model={out / 'cm' / 'model'}",
     )
@@ -126,6 +139,22 @@ def test_ppo_is_helpful_and_unsafe_ppo_lag_is_helpful_and_safe(pipeline: Path) -
     # Safety has a price: on risky prompts the harmful policy is clearly the more helpful one.
     assert ppo["helpfulness_risky"] >= lag["helpfulness_risky"] + 0.1
     assert all(r["eos_rate"] >= 0.95 for r in results.values())
+
+
+def test_ppo_lag_with_lora_meets_the_same_bar_holding_five_models(pipeline: Path) -> None:
+    results = json.loads((pipeline / "results.json").read_text())
+    sft, lora = results["sft"], results["ppo-lag-lora"]
+    # Measured (seed 0, 2-core CPU): 0.748 / 2.4% harmful on risky prompts (SFT 0.497), in 80 s
+    # against the full PPO-Lag's 104 s; actor and critics train 35k of their 100k parameters.
+    assert lora["harmful_rate_risky"] <= 0.05
+    assert lora["helpfulness"] >= sft["helpfulness"] + 0.2
+    assert lora["eos_rate"] >= 0.95
+    summary = json.loads((pipeline / "ppo-lag-lora" / "summary.json").read_text())
+    assert summary["models_held"] == 5
+    assert summary["reference"] == "actor with its adapter disabled"
+    trained = sum(summary["trainable_parameters"].values())
+    full = json.loads((pipeline / "ppo-lag" / "summary.json").read_text())
+    assert trained < sum(full["trainable_parameters"].values()) / 2
 
 
 def test_a_bare_refusal_policy_is_far_less_helpful_than_ppo_lag(pipeline: Path) -> None:

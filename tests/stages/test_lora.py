@@ -1,7 +1,7 @@
 """LoRA adapters (peft) on every trained model, through the CLI on a small toy world.
 
-SFT, RM and CM with `model.lora` learn (loss falls; RM and CM as accurate as the full ones
-within 0.05, `slow`) training a small share of the parameters;
+SFT, RM and CM with `model.lora` learn (loss falls; RM and CM on an SFT backbone as accurate as
+the full ones within 0.03, `slow`) training a small share of the parameters;
 the merged model in `model/` loads with plain transformers and gives the adapter model's logits;
 a stage given an adapter folder loads it onto its base; PPO-Lag with a LoRA actor holds no
 reference copy and resumes exactly; ZeRO-3 and bf16 work (ZeRO 0-2 and ZeRO-3 fp32: `slow`); the refusals (QLoRA without CUDA, LoRA
@@ -166,29 +166,79 @@ def test_a_stage_given_an_adapter_folder_loads_it_onto_its_base(
     assert rows(second)[0]["loss"] < rows(fresh)[0]["loss"] - 0.05
 
 
-# Measured in the priced toy world: the LoRA reward model's accuracy is above the full one's
-# after its one epoch (0.625 vs 0.602), but its training loss did not fall (first three steps
-# 0.703, last three 0.718); with three epochs the loss falls but the accuracy trails the full
-# model's by 7 points (0.539 vs 0.609). Open until the LoRA score settings are re-tuned.
-LORA_RM_OPEN = pytest.mark.xfail(
-    reason="LoRA RM loss does not fall in the priced world", strict=False
-)
+@pytest.fixture(scope="module")
+def score_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A toy world with enough pairs for a score model to learn measurably (3000 pairs, 94 steps;
+    512 clean held-out pairs), and a short full SFT of its random model: the backbone a user
+    trains reward and cost models on (about 40 s)."""
+    out = tmp_path_factory.mktemp("lora-score-world")
+    generate(
+        ToyWorldConfig(
+            output_dir=str(out),
+            num_sft=3000,
+            num_preference=3000,
+            num_preference_test=512,
+            num_rl_prompts=32,
+            num_eval_prompts=8,
+            model=ToyModelConfig(hidden_size=32, num_layers=2, num_heads=4),
+        )
+    )
+    sft = out / "sft"
+    invoke(
+        [
+            "sft",
+            "--config",
+            "configs/toy/sft.yaml",
+            f"output_dir={sft}",
+            f"model.name_or_path={out / 'model'}",
+            f"data.train=[toyworld-sft:1.0:{out}]",
+            "train.epochs=2",
+            "train.eval_strategy=no",
+            "optim.lr=1e-2",
+        ]
+    )
+    return out, sft / "model"
+
+
+# The LoRA score models' settings (README): r 16, alpha 32, all linear layers, lr 3e-3 for the
+# adapter and the (fully trained) head, one epoch. Measured on the demo's SFT backbone (hidden
+# 128, 4 layers) with 3k of its pairs, against the full model's 0.881: r 8 with lr 1e-2 0.830
+# (on all 15k pairs its loss rose again mid-run), lr 1e-3 0.845, lr 3e-3 0.862, r 32 lr 3e-3
+# 0.891. On the 384-pair world above (12 steps) neither model learned beyond the noise of its
+# 128 test pairs (full 0.59 - 0.60), so no LoRA setting could be told apart there.
+SCORE_LORA = ("lora.enabled=true", "lora.r=16", "lora.alpha=32")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", [pytest.param("rm", marks=LORA_RM_OPEN), "cm"])
-def test_lora_score_models_learn_like_full_ones(world: Path, tmp_path: Path, command: str) -> None:
+@pytest.mark.parametrize("command", ["rm", "cm"])
+def test_lora_score_models_learn_like_full_ones(
+    score_world: tuple[Path, Path], tmp_path: Path, command: str
+) -> None:
+    world, backbone = score_world
     full, lora = tmp_path / "full", tmp_path / "lora"
-    invoke(score_args(world, full, command))
-    lora_args = ("model.lora.enabled=true", "model.lora.r=8", "model.lora.alpha=16")
-    invoke(score_args(world, lora, command, *lora_args, "optim.lr=1e-2"))
+    base = (f"model.name_or_path={backbone}",)
+    invoke(score_args(world, full, command, *base))
+    invoke(score_args(world, lora, command, *base, *(f"model.{o}" for o in SCORE_LORA),
+                      "optim.lr=3e-3"))  # fmt: skip
+    # the mean loss of the last fifth of the steps against the first fifth: measured rm 0.61 ->
+    # 0.54 (full 0.62 -> 0.56), cm 1.53 -> 0.67 (full 1.80 -> 0.75)
     trend = losses(lora)
-    assert sum(trend[-3:]) / 3 < sum(trend[:3]) / 3, trend
+    k = len(trend) // 5
+    first, last = sum(trend[:k]) / k, sum(trend[-k:]) / k
+    assert last < first - (0.03 if command == "rm" else 0.3), trend
     s, f = summary(lora), summary(full)
-    assert s["trainable_parameters"] < f["trainable_parameters"] / 3  # 8.7k of 29.9k here
-    # on this random backbone: rm 0.61 vs 0.65 full, measured (128 test pairs)
-    acc, full_acc = s["final_eval"]["eval/accuracy"], f["final_eval"]["eval/accuracy"]
-    assert acc >= full_acc - 0.05, (acc, full_acc)
+    assert s["trainable_parameters"] < f["trainable_parameters"] * 0.7  # 17.4k of 29.9k here
+    got, want = s["final_eval"], f["final_eval"]
+    # measured (512 clean test pairs): rm 0.693 vs 0.695 full; cm sign 0.991 vs 0.984, order on
+    # pairs of mixed safety 1.000 vs 0.992 (pairs equally safe have no true order)
+    keys = (
+        ["eval/accuracy"]
+        if command == "rm"
+        else ["eval/sign_accuracy", "eval/accuracy_mixed_safety"]
+    )
+    for key in keys:
+        assert got[key] >= want[key] - 0.03, (key, got[key], want[key])
+    assert got[keys[0]] >= (0.65 if command == "rm" else 0.95)  # learned, not only as poorly
     # model/ is a plain score model: backbone merged, head trained
     model_dir = lora / "model"
     model = score_model_from_backbone(AutoModel.from_pretrained(model_dir), model_dir)
@@ -201,9 +251,9 @@ def test_lora_score_models_learn_like_full_ones(world: Path, tmp_path: Path, com
     ids = torch.randint(3, 200, (2, 11))
     mask = torch.ones_like(ids)
     with torch.no_grad():
-        want = from_adapter(ids, mask).end_scores
-        got = model(ids, mask).end_scores
-    assert torch.allclose(got, want, atol=1e-5)
+        want_scores = from_adapter(ids, mask).end_scores
+        got_scores = model(ids, mask).end_scores
+    assert torch.allclose(got_scores, want_scores, atol=1e-5)
 
 
 def test_ppo_lag_with_lora_holds_one_actor_copy_and_resumes_exactly(
