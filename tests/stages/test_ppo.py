@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ from typer.testing import CliRunner
 from beaver.cli import app
 from beaver.models.score import ScoreModel, save_score_model
 from beaver.toyworld import ToyModelConfig, ToyWorldConfig, generate
+from childenv import child_env, free_port
 
 runner = CliRunner()
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +196,45 @@ def test_ppo_lag_under_zero3_bf16(world: Path, tmp_path: Path) -> None:
     rows = metrics(tmp_path)
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
     AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_ranks_zero3_share_one_multiplier(world: Path, tmp_path: Path) -> None:
+    """ZeRO-3 over two CPU ranks: each rank rolls out its own prompts, but the threshold is
+    calibrated from every rank's costs (all_gather), J_c is the mean over both ranks' windows
+    (all-reduce), and lambda is the same number on both ranks after every step."""
+    out = tmp_path / "run"
+    window = 8  # = ppo.rollout_batch_size: each rank's window holds its last rollout
+    args = ppo_args(
+        world, out, "ppo-lag", "launch.num_gpus=2", f"launch.master_port={free_port()}",
+        "deepspeed.zero_stage=3", "train.max_steps=3", "train.save_every=1", "train.keep_last=3",
+        "lagrange.target_unsafe_share=0.5", "lagrange.calibration_batches=1",
+        f"lagrange.episode_cost_window_size={window}", "lagrange.lambda_lr=0.5",
+        "lagrange.lambda_max=null",
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "beaver", *args], env=child_env(), cwd=ROOT,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "deepspeed.launcher.runner" in proc.stdout  # really two processes
+    d = json.loads((out / "threshold.json").read_text())["threshold"]  # written by rank 0
+    logged = {r["step"]: r for r in metrics(out)}
+    log_lambda = 0.0  # lambda_init = 1
+    for step in (1, 2, 3):
+        folder = out / "checkpoints" / f"step-{step:08d}"
+        ranks = [
+            torch.load(folder / f"rank-{r:05d}.pt", weights_only=True)["extra"]["lagrange"]
+            for r in (0, 1)
+        ]
+        assert ranks[0]["threshold"] == ranks[1]["threshold"] == d  # one d, from both ranks
+        assert ranks[0]["log_lambda"] == ranks[1]["log_lambda"]  # bit for bit
+        w0, w1 = ranks[0]["window"], ranks[1]["window"]
+        assert len(w0) == len(w1) == window and w0 != w1  # each rank saw its own episodes
+        j_c = (sum(w0) + sum(w1)) / (2 * window)  # the mean over ranks, not either rank's
+        log_lambda += 0.5 * math.exp(log_lambda) * (j_c - d)
+        assert ranks[0]["log_lambda"] == pytest.approx(log_lambda, abs=1e-12)
+        assert logged[step]["lagrange/mean_episode_cost"] == pytest.approx(j_c, abs=1e-6)
+        assert logged[step]["lagrange/lambda"] == pytest.approx(math.exp(log_lambda), rel=1e-6)
+    assert log_lambda != 0.0  # lambda moved, so the equalities above were tested on changes

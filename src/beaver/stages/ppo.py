@@ -195,7 +195,8 @@ def calibrate(parts: PPOParts, loader: Any, share: float, batches: int) -> float
 def observe_costs(controller: LagrangeController, costs: Tensor) -> dict[str, float]:
     """The rollout event of the multiplier: episode costs into its window, J_c over ranks."""
     controller.observe(costs)
-    j_c = _mean_over_ranks(torch.tensor(list(controller.window)))
+    # float64: the window holds Python floats, and a float32 sum would round J_c (and lambda)
+    j_c = _mean_over_ranks(torch.tensor(list(controller.window), dtype=torch.float64))
     controller.on_rollout(j_c)
     return {"lagrange/mean_episode_cost": j_c, "lagrange/threshold": controller.threshold}
 
