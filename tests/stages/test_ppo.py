@@ -238,3 +238,92 @@ def test_two_ranks_zero3_share_one_multiplier(world: Path, tmp_path: Path) -> No
         assert logged[step]["lagrange/mean_episode_cost"] == pytest.approx(j_c, abs=1e-6)
         assert logged[step]["lagrange/lambda"] == pytest.approx(math.exp(log_lambda), rel=1e-6)
     assert log_lambda != 0.0  # lambda moved, so the equalities above were tested on changes
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[tuple[Any, Any]]:
+    """Record (args, result) of every call to `module.name` during the run."""
+    calls: list[tuple[Any, Any]] = []
+    real = getattr(module, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        calls.append((args, out))
+        return out
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def test_per_step_cadence_moves_lambda_before_every_actor_update(
+    world: Path, tmp_path: Path
+) -> None:
+    # 8 episodes a rollout in micro-batches of 4: two actor updates, so two multiplier steps
+    # per rollout, each with that rollout's J_c (per_rollout would make one)
+    invoke(
+        ppo_args(
+            world, tmp_path, "ppo-lag", "lagrange.update_cadence=per_step",
+            "lagrange.threshold=-1", "lagrange.lambda_max=null", "lagrange.lambda_lr=0.1",
+        )
+    )  # fmt: skip
+    log_lambda = 0.0
+    for row in metrics(tmp_path):
+        for _ in range(2):
+            log_lambda += 0.1 * math.exp(log_lambda) * (row["lagrange/mean_episode_cost"] + 1)
+        assert row["lagrange/lambda"] == pytest.approx(math.exp(log_lambda), rel=1e-9)
+    assert log_lambda > 0.0
+
+
+@pytest.mark.parametrize("whiten_them", [True, False])
+def test_whitening_reaches_the_actor_step(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whiten_them: bool
+) -> None:
+    from beaver.stages import ppo_step
+
+    steps = _spy(monkeypatch, ppo_step, "actor_step")
+    invoke(ppo_args(world, tmp_path, "ppo-lag", f"ppo.whiten_advantages={whiten_them}"))
+    assert len(steps) == 4 * 2  # 4 rollouts, 2 micro-batches each
+    for (_actor, mb, adv, *_), _ in steps:
+        mask = mb.response_mask.bool()
+        # zero mean and unit (unbiased) variance over the micro-batch's response tokens
+        mean, std = adv[mask].mean().item(), adv[mask].std().item()
+        whitened = abs(mean) < 1e-4 and abs(std - 1.0) < 1e-3
+        assert whitened == whiten_them, (mean, std)
+
+
+def test_ptx_batches_train_the_actor_on_their_language_modelling_loss(
+    world: Path, tmp_path: Path
+) -> None:
+    # Two runs that differ in the PTX weight only (same PTX batches, logged in both): the
+    # weighted one must fit the SFT answers better, so the LM loss reached the actor's step.
+    ptx = {}
+    for coeff in (16.0, 1e-6):
+        out = tmp_path / f"ptx-{coeff}"
+        invoke(
+            ppo_args(
+                world, out, "ppo-lag", f"data.ptx=[toyworld-sft:1.0:{world}]",
+                f"ppo.ptx_coeff={coeff}", "train.max_steps=6", "actor_optim.lr=2e-3",
+            )
+        )  # fmt: skip
+        ptx[coeff] = [r["train/ptx_loss"] for r in metrics(out)]
+    assert len(ptx[16.0]) == 6 and all(math.isfinite(x) for x in ptx[16.0] + ptx[1e-6])
+    assert ptx[16.0][-1] < ptx[1e-6][-1] - 0.3, ptx
+    invoke(ppo_args(world, tmp_path / "off", "ppo-lag", "ppo.ptx_coeff=0.0"))
+    assert all("train/ptx_loss" not in r for r in metrics(tmp_path / "off"))
+
+
+def test_several_responses_per_prompt_in_ppo_lag(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beaver.stages import ppo, ppo_step
+
+    rollouts = _spy(monkeypatch, ppo, "collect_rollout")
+    steps = _spy(monkeypatch, ppo_step, "actor_step")
+    invoke(ppo_args(world, tmp_path, "ppo-lag", "generation.num_return_sequences=2"))
+    assert len(rollouts) == 4
+    for (_models, prompt_ids, *_), (rollout, _timings) in rollouts:
+        # 8 prompts x 2 answers: each prompt twice, consecutively, each answer scored
+        assert rollout.batch_size == 2 * prompt_ids.shape[0] == 16
+        assert torch.equal(rollout.prompt_ids[0::2], rollout.prompt_ids[1::2])
+        assert rollout.cost is not None and rollout.cost.shape == (16,)
+    # every episode trains the actor: ceil(16 / 4) = 4 micro-batches per rollout
+    assert len(steps) == 4 * 4 and all(mb.batch_size == 4 for (_a, mb, *_), _ in steps)
