@@ -1,11 +1,12 @@
 """The environment of every child process a test starts: the test process's rendezvous
 variables removed (a process group of the tests sets MASTER_PORT, RANK, ...: a child that
-inherits them joins or collides with it), offline hub and logger; and a free port for a child
-that launches ranks of its own."""
+inherits them joins or collides with it), offline hub and logger; a free port for a child
+that launches ranks of its own; and the Ctrl-C of a terminal for a child a test types into."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 RENDEZVOUS = (
@@ -37,3 +38,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def terminal_signals() -> None:
+    """`preexec_fn` of a child that a test drives as a user at a terminal would: SIGINT (and
+    SIGQUIT) at their defaults, as a shell gives them to a foreground program.
+
+    Why: a test run started in the background by a non-interactive shell (`make test &` in a
+    script, a CI step, a job runner) starts with SIGINT ignored, an ignored signal stays ignored
+    across fork and exec, and Python installs its KeyboardInterrupt handler only where SIGINT
+    was at its default. The child then never sees the Ctrl-C the test types.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)

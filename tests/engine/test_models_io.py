@@ -1,9 +1,8 @@
-"""beaver.models: tokenizer/model loading errors, remote code only when asked, ZeRO-3 loading,
-HF-format saving (gathered under ZeRO-3), and the generation helper."""
+"""beaver.models: tokenizer/model loading errors, ZeRO-3 loading, HF-format saving (gathered
+under ZeRO-3), and the generation helper. (Remote code only when asked: test_remote_code.py.)"""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -43,38 +42,6 @@ def test_tokenizer_needs_eos_and_gets_pad(tmp_path: Path, caplog: pytest.LogCapt
         tok = load_tokenizer(ModelCfg(name_or_path=str(no_pad)))
     assert tok.pad_token_id == tok.eos_token_id == 2 and "no PAD token" in caplog.text
     assert tok.padding_side == "right"
-
-
-def _remote_code_model(path: Path) -> Path:
-    """A Llama saved as a custom architecture whose classes live in the folder's own .py files."""
-    tiny_llama(0).save_pretrained(path)
-    (path / "configuration_custom.py").write_text(
-        "from transformers import LlamaConfig\n\n"
-        "class CustomConfig(LlamaConfig):\n    model_type = 'custom_llama'\n"
-    )
-    (path / "modeling_custom.py").write_text(
-        "from transformers import LlamaForCausalLM\n"
-        "from .configuration_custom import CustomConfig\n\n"
-        "class CustomForCausalLM(LlamaForCausalLM):\n    config_class = CustomConfig\n"
-    )
-    config = json.loads((path / "config.json").read_text())
-    config.update(
-        model_type="custom_llama",
-        auto_map={
-            "AutoConfig": "configuration_custom.CustomConfig",
-            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
-        },
-    )
-    (path / "config.json").write_text(json.dumps(config))
-    return path
-
-
-def test_remote_code_only_when_asked(tmp_path: Path) -> None:
-    path = str(_remote_code_model(tmp_path / "custom"))
-    with pytest.raises(UserError, match=r"model.trust_remote_code=true"):
-        load_causal_lm(ModelCfg(name_or_path=path), torch.float32)
-    model = load_causal_lm(ModelCfg(name_or_path=path, trust_remote_code=True), torch.float32)
-    assert type(model).__name__ == "CustomForCausalLM"
 
 
 @pytest.mark.parametrize("zero", [0, 3])

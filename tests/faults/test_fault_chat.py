@@ -6,8 +6,10 @@ from __future__ import annotations
 import _thread
 import io
 import os
+import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,22 @@ from beaver.serve.chat import ChatUI, run_chat
 from beaver.serve.session import Bot, ChatSession
 
 
+@pytest.fixture
+def python_ctrl_c() -> Iterator[None]:
+    """Python's KeyboardInterrupt handler on SIGINT, as in a program started at a terminal.
+
+    A test run started in the background by a non-interactive shell inherits SIGINT ignored,
+    Python then installs no handler, and `_thread.interrupt_main()` does nothing for a signal
+    Python does not handle: the test would time out although the chat is right.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("python_ctrl_c")
 def test_ctrl_c_just_before_the_prompt_reads_is_handled(monkeypatch: pytest.MonkeyPatch) -> None:
     # The race behind a chat that sometimes ignored Ctrl-C at the prompt: the SIGINT lands after
     # the prompt is printed but before the read starts, so it interrupts no system call and only

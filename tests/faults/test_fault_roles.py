@@ -135,3 +135,20 @@ def test_dpo_refuses_a_score_model(
         f"data.train=[toyworld-preference:1.0:{toy_world}]", "data.eval=[]",
     )  # fmt: skip
     assert "model: " in _said(out) and "must be a causal LM" in _said(out)
+
+
+@pytest.mark.parametrize(("command", "start"), [("rm", "cost"), ("cm", "reward"), ("rm", "reward")])
+def test_rm_and_cm_start_from_a_causal_lm_only(
+    tmp_path: Path, toy_world: Path, score_models: dict[str, Path], command: str, start: str
+) -> None:
+    # A score model as the start would keep its own head (a cost head trained on as a reward
+    # head), so `beaver rm` / `beaver cm` refuse one, whatever its kind, before the run folder.
+    run = tmp_path / "run"
+    out = beaver(
+        command, "--config", f"configs/toy/{command}.yaml", f"output_dir={run}",
+        f"model.name_or_path={score_models[start]}",
+        f"data.train=[toyworld-preference:1.0:{toy_world}]", "data.eval=[]",
+    )  # fmt: skip
+    assert f"model: {score_models[start]} is a {start} model" in _said(out)
+    assert "model must be a causal LM" in _said(out)
+    assert not run.exists()

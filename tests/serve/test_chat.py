@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from beaver.cli import app
-from childenv import child_env
+from childenv import child_env, terminal_signals
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 BEAVER = str(Path(sys.executable).with_name("beaver"))
@@ -39,7 +39,10 @@ def _answer(child: pexpect.spawn, label: str) -> str:
 def _spawn(*args: str) -> pexpect.spawn:
     # A waiting limit, not a speed check: on a machine loaded by other jobs a start (torch,
     # transformers, the model) has taken over a minute.
-    child = pexpect.spawn(BEAVER, list(args), env=ENV, encoding="utf-8", timeout=STARTUP_S)
+    child = pexpect.spawn(
+        BEAVER, list(args), env=ENV, encoding="utf-8", timeout=STARTUP_S,
+        preexec_fn=terminal_signals,
+    )  # fmt: skip
     try:
         child.expect("/help for commands")
         child.expect("you>")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ from typer.testing import CliRunner
 from beaver.cli import app
 from beaver.models.score import ScoreModel, save_score_model
 from beaver.toyworld import ToyModelConfig, ToyWorldConfig, generate
+from childenv import child_env, free_port
 
 runner = CliRunner()
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +196,134 @@ def test_ppo_lag_under_zero3_bf16(world: Path, tmp_path: Path) -> None:
     rows = metrics(tmp_path)
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
     AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_ranks_zero3_share_one_multiplier(world: Path, tmp_path: Path) -> None:
+    """ZeRO-3 over two CPU ranks: each rank rolls out its own prompts, but the threshold is
+    calibrated from every rank's costs (all_gather), J_c is the mean over both ranks' windows
+    (all-reduce), and lambda is the same number on both ranks after every step."""
+    out = tmp_path / "run"
+    window = 8  # = ppo.rollout_batch_size: each rank's window holds its last rollout
+    args = ppo_args(
+        world, out, "ppo-lag", "launch.num_gpus=2", f"launch.master_port={free_port()}",
+        "deepspeed.zero_stage=3", "train.max_steps=3", "train.save_every=1", "train.keep_last=3",
+        "lagrange.target_unsafe_share=0.5", "lagrange.calibration_batches=1",
+        f"lagrange.episode_cost_window_size={window}", "lagrange.lambda_lr=0.5",
+        "lagrange.lambda_max=null",
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "beaver", *args], env=child_env(), cwd=ROOT,
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "deepspeed.launcher.runner" in proc.stdout  # really two processes
+    d = json.loads((out / "threshold.json").read_text())["threshold"]  # written by rank 0
+    logged = {r["step"]: r for r in metrics(out)}
+    log_lambda = 0.0  # lambda_init = 1
+    for step in (1, 2, 3):
+        folder = out / "checkpoints" / f"step-{step:08d}"
+        ranks = [
+            torch.load(folder / f"rank-{r:05d}.pt", weights_only=True)["extra"]["lagrange"]
+            for r in (0, 1)
+        ]
+        assert ranks[0]["threshold"] == ranks[1]["threshold"] == d  # one d, from both ranks
+        assert ranks[0]["log_lambda"] == ranks[1]["log_lambda"]  # bit for bit
+        w0, w1 = ranks[0]["window"], ranks[1]["window"]
+        assert len(w0) == len(w1) == window and w0 != w1  # each rank saw its own episodes
+        j_c = (sum(w0) + sum(w1)) / (2 * window)  # the mean over ranks, not either rank's
+        log_lambda += 0.5 * math.exp(log_lambda) * (j_c - d)
+        assert ranks[0]["log_lambda"] == pytest.approx(log_lambda, abs=1e-12)
+        assert logged[step]["lagrange/mean_episode_cost"] == pytest.approx(j_c, abs=1e-6)
+        assert logged[step]["lagrange/lambda"] == pytest.approx(math.exp(log_lambda), rel=1e-6)
+    assert log_lambda != 0.0  # lambda moved, so the equalities above were tested on changes
+
+
+def _spy(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[tuple[Any, Any]]:
+    """Record (args, result) of every call to `module.name` during the run."""
+    calls: list[tuple[Any, Any]] = []
+    real = getattr(module, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        calls.append((args, out))
+        return out
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def test_per_step_cadence_moves_lambda_before_every_actor_update(
+    world: Path, tmp_path: Path
+) -> None:
+    # 8 episodes a rollout in micro-batches of 4: two actor updates, so two multiplier steps
+    # per rollout, each with that rollout's J_c (per_rollout would make one)
+    invoke(
+        ppo_args(
+            world, tmp_path, "ppo-lag", "lagrange.update_cadence=per_step",
+            "lagrange.threshold=-1", "lagrange.lambda_max=null", "lagrange.lambda_lr=0.1",
+        )
+    )  # fmt: skip
+    log_lambda = 0.0
+    for row in metrics(tmp_path):
+        for _ in range(2):
+            log_lambda += 0.1 * math.exp(log_lambda) * (row["lagrange/mean_episode_cost"] + 1)
+        assert row["lagrange/lambda"] == pytest.approx(math.exp(log_lambda), rel=1e-9)
+    assert log_lambda > 0.0
+
+
+@pytest.mark.parametrize("whiten_them", [True, False])
+def test_whitening_reaches_the_actor_step(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, whiten_them: bool
+) -> None:
+    from beaver.stages import ppo_step
+
+    steps = _spy(monkeypatch, ppo_step, "actor_step")
+    invoke(ppo_args(world, tmp_path, "ppo-lag", f"ppo.whiten_advantages={whiten_them}"))
+    assert len(steps) == 4 * 2  # 4 rollouts, 2 micro-batches each
+    for (_actor, mb, adv, *_), _ in steps:
+        mask = mb.response_mask.bool()
+        # zero mean and unit (unbiased) variance over the micro-batch's response tokens
+        mean, std = adv[mask].mean().item(), adv[mask].std().item()
+        whitened = abs(mean) < 1e-4 and abs(std - 1.0) < 1e-3
+        assert whitened == whiten_them, (mean, std)
+
+
+def test_ptx_batches_train_the_actor_on_their_language_modelling_loss(
+    world: Path, tmp_path: Path
+) -> None:
+    # Two runs that differ in the PTX weight only (same PTX batches, logged in both): the
+    # weighted one must fit the SFT answers better, so the LM loss reached the actor's step.
+    ptx = {}
+    for coeff in (16.0, 1e-6):
+        out = tmp_path / f"ptx-{coeff}"
+        invoke(
+            ppo_args(
+                world, out, "ppo-lag", f"data.ptx=[toyworld-sft:1.0:{world}]",
+                f"ppo.ptx_coeff={coeff}", "train.max_steps=6", "actor_optim.lr=2e-3",
+            )
+        )  # fmt: skip
+        ptx[coeff] = [r["train/ptx_loss"] for r in metrics(out)]
+    assert len(ptx[16.0]) == 6 and all(math.isfinite(x) for x in ptx[16.0] + ptx[1e-6])
+    assert ptx[16.0][-1] < ptx[1e-6][-1] - 0.3, ptx
+    invoke(ppo_args(world, tmp_path / "off", "ppo-lag", "ppo.ptx_coeff=0.0"))
+    assert all("train/ptx_loss" not in r for r in metrics(tmp_path / "off"))
+
+
+def test_several_responses_per_prompt_in_ppo_lag(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from beaver.stages import ppo, ppo_step
+
+    rollouts = _spy(monkeypatch, ppo, "collect_rollout")
+    steps = _spy(monkeypatch, ppo_step, "actor_step")
+    invoke(ppo_args(world, tmp_path, "ppo-lag", "generation.num_return_sequences=2"))
+    assert len(rollouts) == 4
+    for (_models, prompt_ids, *_), (rollout, _timings) in rollouts:
+        # 8 prompts x 2 answers: each prompt twice, consecutively, each answer scored
+        assert rollout.batch_size == 2 * prompt_ids.shape[0] == 16
+        assert torch.equal(rollout.prompt_ids[0::2], rollout.prompt_ids[1::2])
+        assert rollout.cost is not None and rollout.cost.shape == (16,)
+    # every episode trains the actor: ceil(16 / 4) = 4 micro-batches per rollout
+    assert len(steps) == 4 * 4 and all(mb.batch_size == 4 for (_a, mb, *_), _ in steps)

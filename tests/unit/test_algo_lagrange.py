@@ -6,7 +6,13 @@ import math
 import pytest
 import torch
 
-from beaver.algo import LagrangeController, calibrate_threshold, threshold_from_costs
+from beaver.algo import (
+    LagrangeController,
+    calibrate_threshold,
+    combined_advantage,
+    threshold_from_costs,
+)
+from beaver.algo.lagrange import LAMBDA_CEILING
 from beaver.config import LagrangeCfg
 
 
@@ -48,6 +54,22 @@ def test_clamp_at_lambda_max_and_floor() -> None:
     assert low.update() == pytest.approx(0.5)
     # lambda_init above lambda_max is clamped at construction
     assert controller(lambda_init=10.0, lambda_max=5.0).lambda_ == pytest.approx(5.0)
+
+
+def test_unbounded_lambda_stays_finite_under_a_constraint_never_met() -> None:
+    # lambda_max unset and J_c = 10 > d = 0 forever: log lambda grows by 0.1 * lambda * 10 per
+    # update, i.e. double-exponentially; exp() of it overflowed within ~10 updates
+    ctl = controller(lambda_init=1.0, lambda_lr=0.1, lambda_max=None, threshold=0.0)
+    lams = [ctl.update(mean_cost=10.0) for _ in range(40)]
+    assert lams == sorted(lams) and lams[-1] == pytest.approx(LAMBDA_CEILING)
+    assert all(math.isfinite(x) for x in lams)
+    # the actor's advantages at that lambda: (A_r - lambda A_c) / (1 + lambda) -> -A_c, finite
+    adv_r, adv_c = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0])
+    adv = combined_advantage(adv_r, adv_c, ctl.lambda_)
+    assert torch.isfinite(adv).all() and adv.tolist() == pytest.approx([-0.5, -3.0])
+    # once the constraint holds the multiplier comes down again (to the floor, in one step)
+    assert ctl.update(mean_cost=-1.0) == pytest.approx(ctl.lambda_min)
+    assert json.loads(json.dumps(ctl.state_dict()))["log_lambda"] == ctl.log_lambda
 
 
 def test_update_delay_respected() -> None:
@@ -102,6 +124,27 @@ def test_per_step_cadence_moves_lambda_before_every_update() -> None:
     assert ctl.on_step() == pytest.approx(math.exp(0.2))
     assert ctl.on_step() == pytest.approx(1.5593679)
     assert ctl.step == 2
+
+
+def test_per_step_resume_between_a_rollout_and_its_updates_is_exact() -> None:
+    # The J_c that per_step updates read is state: a controller restored after `on_rollout`
+    # makes the same next updates (without it, it had no rollout to update from).
+    def make() -> LagrangeController:
+        return controller(lambda_init=1.0, lambda_lr=0.1, update_cadence="per_step")
+
+    straight = make()
+    straight.on_rollout(2.0)
+    straight.on_step()
+    resumed = make()
+    resumed.load_state_dict(json.loads(json.dumps(straight.state_dict())))
+    assert [resumed.on_step() for _ in range(2)] == [straight.on_step() for _ in range(2)]
+    assert resumed.state_dict() == straight.state_dict()
+    # a state saved before the rollout cost was kept still loads (nothing pending)
+    old = {k: v for k, v in make().state_dict().items() if k != "rollout_cost"}
+    fresh = make()
+    fresh.load_state_dict(old)
+    with pytest.raises(ValueError, match="no rollout"):
+        fresh.on_step()
 
 
 def test_settings_are_the_config_fields() -> None:

@@ -14,12 +14,18 @@ controller moves lambda on the one `update_cadence` names (`per_rollout`, defaul
 Choices beyond the reference:
 - [beaver] lambda is also floored at `lambda_min` (default 1e-6) so log_lambda stays finite; the
   update is multiplicative, so lambda_init must be > 0 (lambda = 0 would never move).
+- [beaver] `lambda_max=None` caps lambda at `LAMBDA_CEILING` (1e30) instead of nowhere: the step
+  is lambda_lr * lambda * (J_c - d), so under a constraint that is never met log_lambda grows
+  exponentially, and exp() overflows (an OverflowError, or lambda = inf and NaN advantages
+  (A_r - inf A_c) / (1 + inf)) within a few dozen updates. At 1e30, lambda / (1 + lambda) is 1
+  in fp32 and lambda A_c stays finite.
 - [beaver] Multi-rank runs: each rank observes its own episodes; the caller averages J_c over
   ranks (all-reduce of `mean_cost`), calls `update(mean_cost=J_c)` on rank 0 and broadcasts the
   returned lambda (or calls it with the same J_c on every rank: the update is deterministic).
 - [beaver] `state_dict()` holds plain floats/ints/lists (JSON-serialisable) including the cost
-  window and the threshold (which may have been calibrated at run time), so a resumed run makes
-  exactly the updates an uninterrupted one would.
+  window, the threshold (which may have been calibrated at run time) and the last rollout's J_c
+  (which `per_step` updates read), so a resumed run makes exactly the updates an uninterrupted
+  one would.
 - [beaver] `PIDLagrangeController`: the PID Lagrangian as a selectable rule (`rule: pid`), the
   same events and checkpointed state (`controller_from_config` picks the rule).
 - [beaver] `threshold_from_costs`: state the constraint as a target unsafe share q and turn it into
@@ -36,6 +42,9 @@ from typing import Any, Literal
 from torch import Tensor
 
 Cadence = Literal["per_rollout", "per_step"]
+
+LAMBDA_CEILING = 1e30
+"""The cap on lambda when `lambda_max` is None (module docstring)."""
 
 
 class LagrangeController:
@@ -94,9 +103,8 @@ class LagrangeController:
         return cls(**{name: getattr(cfg, name) for name in cls.SETTINGS}, **extra)
 
     def _clamp_log(self, log_lambda: float) -> float:
-        if self.lambda_max is not None:
-            log_lambda = min(log_lambda, math.log(self.lambda_max))
-        return max(log_lambda, math.log(self.lambda_min))
+        ceiling = LAMBDA_CEILING if self.lambda_max is None else self.lambda_max
+        return max(min(log_lambda, math.log(ceiling)), math.log(self.lambda_min))
 
     @property
     def lambda_(self) -> float:
@@ -151,6 +159,7 @@ class LagrangeController:
             "step": self.step,
             "threshold": self.threshold,
             "window": list(self.window),
+            "rollout_cost": self._rollout_cost,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -158,6 +167,8 @@ class LagrangeController:
         self.step = int(state["step"])
         self.threshold = float(state["threshold"])
         self.window = deque((float(c) for c in state["window"]), maxlen=self.window_size)
+        pending = state.get("rollout_cost")  # absent from checkpoints written before it was kept
+        self._rollout_cost = None if pending is None else float(pending)
 
 
 def calibrate_threshold(

@@ -195,7 +195,8 @@ class MultiplierCfg(Section):
     lambda_lr: float = Field(0.1, ge=0.0)
     """Step size of the log-space multiplier update."""
     lambda_max: float | None = Field(5.0, gt=0.0)
-    """Upper clamp of the multiplier (none when unset)."""
+    """Upper clamp of the multiplier. Unset (null): 1e30, the most that keeps the actor's
+    advantages finite (an unbounded log-space update overflows when the cost stays above d)."""
     lambda_update_delay_steps: int = Field(0, ge=0)
     """Steps before the multiplier starts to move."""
     episode_cost_window_size: int = Field(128, gt=0)

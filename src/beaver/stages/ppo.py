@@ -270,7 +270,8 @@ def observe_costs(
     out: dict[str, float] = {}
     for k, controller in enumerate(controllers):
         controller.observe(costs[:, k])
-        j_c = _mean_over_ranks(torch.tensor(list(controller.window)))
+        # float64: the window holds Python floats, and a float32 sum would round J_c (and lambda)
+        j_c = _mean_over_ranks(torch.tensor(list(controller.window), dtype=torch.float64))
         controller.on_rollout(j_c)
         out.update(per_constraint("lagrange/mean_episode_cost", names, k, j_c))
         out.update(per_constraint("lagrange/threshold", names, k, controller.threshold))

@@ -27,7 +27,7 @@ from beaver.engine.loop import StepResult
 from beaver.engine.run import start_run
 from beaver.engine.stage import train_one_model
 from beaver.errors import UserError
-from beaver.models.loading import check_model_source, dtype_of, load_tokenizer
+from beaver.models.loading import check_models, dtype_of, load_tokenizer
 from beaver.models.pairs import (
     Objective,
     PairScores,
@@ -165,7 +165,9 @@ def run(cfg: ScoreConfig) -> None:
     from beaver.data import make_datasets
 
     objective: Objective = cfg.objective
-    check_model_source(cfg.model.name_or_path)
+    # A fresh head goes on a causal LM. A score model as the start would keep its own head and
+    # normaliser (a cost model's head trained on as a reward model's, sign and all): refused.
+    check_models("causal LM", model=cfg.model)
     run_ = start_run(cfg)
     tokenizer = load_tokenizer(cfg.model)
     kind = "safety_preference" if objective == "cost" else "preference"
