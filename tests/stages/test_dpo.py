@@ -90,7 +90,8 @@ def summary(out: Path) -> dict[str, Any]:
 
 def test_dpo_implicit_reward_accuracy_rises(world: Path, tmp_path: Path) -> None:
     out = tmp_path / "dpo"
-    invoke(dpo_args(world, out, "optim.lr=2e-3", "train.max_steps=24", "logging.log_every=1"))
+    # 40 steps: on the Bradley-Terry labels 24 steps reached 0.648 held-out accuracy, 40 reach 0.680
+    invoke(dpo_args(world, out, "optim.lr=2e-3", "train.max_steps=40", "logging.log_every=1"))
     steps = [r for r in rows(out) if "train/accuracy" in r]
     # step 1 is scored before its update: policy == reference, every implicit reward is 0
     assert steps[0]["train/accuracy"] == 0.0 and steps[0]["loss"] == pytest.approx(math.log(2))

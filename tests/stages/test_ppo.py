@@ -324,6 +324,6 @@ def test_several_responses_per_prompt_in_ppo_lag(
         # 8 prompts x 2 answers: each prompt twice, consecutively, each answer scored
         assert rollout.batch_size == 2 * prompt_ids.shape[0] == 16
         assert torch.equal(rollout.prompt_ids[0::2], rollout.prompt_ids[1::2])
-        assert rollout.cost is not None and rollout.cost.shape == (16,)
+        assert rollout.costs is not None and rollout.costs.shape == (16, 1)  # (B, K constraints)
     # every episode trains the actor: ceil(16 / 4) = 4 micro-batches per rollout
     assert len(steps) == 4 * 4 and all(mb.batch_size == 4 for (_a, mb, *_), _ in steps)
