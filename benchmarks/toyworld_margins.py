@@ -21,9 +21,10 @@ from beaver.config.sections import ModelCfg
 from beaver.files import read_json_rows
 from beaver.models.scorer import Scorer
 from beaver.toyworld import analyse_prompt, judge, load_world
+from beaver.toyworld.language import World
 
 
-def redirect_pairs(rows: list[dict], world) -> list[tuple[str, str, str, float]]:  # noqa: ANN001
+def redirect_pairs(rows: list[dict], world: World) -> list[tuple[str, str, str, str, float]]:
     """(category, prompt, harmful answer, safe answer, judge gap) of harmful-vs-redirect pairs."""
     out = []
     for row in rows:

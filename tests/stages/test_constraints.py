@@ -34,6 +34,16 @@ MULTIPLIER = {
 _TIMING = ("time", "tokens_per_s", "eta_s")  # wall-clock, never equal twice
 
 
+def _save_with_tokenizer(model: ScoreModel, world: Path, out: Path) -> Path:
+    """Save a score model beside the world cost model's tokenizer and chat template files."""
+    save_score_model(model, out)
+    for f in (world / "cm").glob("tokenizer*"):
+        shutil.copy(f, out / f.name)
+    for f in (world / "cm").glob("*template*"):
+        shutil.copy(f, out / f.name)
+    return out
+
+
 def _base(world: Path, out: Path) -> dict[str, Any]:
     """configs/toy/ppo-lag.yaml scaled down, without its constraint (cost_model + lagrange)."""
     cfg = yaml.safe_load(Path("configs/toy/ppo-lag.yaml").read_text())
@@ -68,12 +78,7 @@ def second_cm(world: Path) -> Path:
     backbone = AutoModel.from_pretrained(world / "model")
     model = ScoreModel(backbone, "cost")  # type: ignore[arg-type]
     torch.nn.init.normal_(model.score_head.weight, std=1.0)
-    save_score_model(model, out)
-    for f in (world / "cm").glob("tokenizer*"):
-        shutil.copy(f, out / f.name)
-    for f in (world / "cm").glob("*template*"):
-        shutil.copy(f, out / f.name)
-    return out
+    return _save_with_tokenizer(model, world, out)
 
 
 @pytest.mark.parametrize("algorithm", ["ppo-lag", "rloo-lag"])
@@ -269,12 +274,7 @@ def heads_cm(world: Path) -> Path:
     heads = ("crime", "insult", "privacy", "violence")
     model = ScoreModel(AutoModel.from_pretrained(world / "model"), "cost", heads=heads)  # type: ignore[arg-type]
     torch.nn.init.normal_(model.category_head.weight, std=1.0)  # type: ignore[union-attr]
-    save_score_model(model, out)
-    for f in (world / "cm").glob("tokenizer*"):
-        shutil.copy(f, out / f.name)
-    for f in (world / "cm").glob("*template*"):
-        shutil.copy(f, out / f.name)
-    return out
+    return _save_with_tokenizer(model, world, out)
 
 
 def test_constraints_on_category_heads_share_the_model(
