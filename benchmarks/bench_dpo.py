@@ -132,7 +132,9 @@ def workload() -> dict[str, Any]:
     data, _ = pair_dataset()
     tokens = [
         2 * len(p) + len(c) + len(r)
-        for p, c, r in zip(data["prompt_ids"], data["chosen_ids"], data["rejected_ids"], strict=True)
+        for p, c, r in zip(
+            data["prompt_ids"], data["chosen_ids"], data["rejected_ids"], strict=True
+        )
     ]
     return {
         "model": "SFT'd toy world Llama (hidden 128, 4 layers) and a frozen copy as reference",

@@ -35,14 +35,17 @@ import report
 from harness import Side, interleave, per_step, share
 
 ROLLOUT, MICRO, NEW_TOKENS, LR, BETA2 = 64, 32, 40, 5e-4, 0.95
+# The old log-probs from a second actor pass instead of the sampling scores
+RECOMPUTE = ("ppo.logprobs_from_sampling=false",)
 KL, EOS_PENALTY, VALUE_CLIP = 0.05, 3.0, 5.0
 
 
-def beaver_side(pacer: Any, steps: int, algorithm: str) -> None:
+def beaver_side(pacer: Any, steps: int, algorithm: str, extra: tuple[str, ...] = ()) -> None:
+    """`extra`: overrides that turn one of beaver's savings off (the table's "off" rows)."""
     import beaver.stages.ppo as ppo
     from beaver.config import PPOConfig, load_config
 
-    out = prepare.run_dir(f"{algorithm}-beaver")
+    out = prepare.run_dir(f"{algorithm}-beaver{len(extra)}")
     overrides = [
         f"algorithm={algorithm}",
         f"output_dir={out}",
@@ -59,6 +62,7 @@ def beaver_side(pacer: Any, steps: int, algorithm: str) -> None:
         f"train.gradient_accumulation_steps={ROLLOUT // MICRO}",
         f"train.max_steps={steps}",
         *prepare.COMMON,
+        *extra,
     ]
     for opt in ("actor_optim", "critic_optim"):
         overrides += [f"{opt}.lr={LR}", f"{opt}.betas=[0.9,{BETA2}]", f"{opt}.weight_decay=0.0"]
@@ -251,6 +255,11 @@ def main() -> dict[str, Any]:
         [
             Side("beaver-ppo", beaver_side, {"steps": steps, "algorithm": "ppo"}),
             Side("trl-ppo", trl_side, {"steps": steps}),
+            Side(
+                "beaver-ppo-recompute",
+                beaver_side,
+                {"steps": steps, "algorithm": "ppo", "extra": RECOMPUTE},
+            ),
             Side("beaver-ppo-lag", beaver_side, {"steps": steps, "algorithm": "ppo-lag"}),
         ],
         warmup_steps=a.warmup_steps,
@@ -265,13 +274,14 @@ def main() -> dict[str, Any]:
     shape = machine.Shape.of(AutoConfig.from_pretrained(prepare.SFT_MODEL))
     data, _ = prompt_dataset()
     prompt = statistics.fmean(len(x) for x in data["input_ids"])
-    # Each side's own passes. beaver: actor and reference LM passes, reward and critic score
-    # passes; TRL: the reference only (its old log-probs come with generation); PPO-Lag: + cost
-    # model and cost critic, and it trains two critics.
+    # Each side's own passes. beaver and TRL: the reference LM pass (the old log-probs come with
+    # generation; `-recompute` runs the actor again), reward and critic score passes; PPO-Lag:
+    # + cost model and cost critic, and it trains two critics.
     flops = {
-        "beaver-ppo": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 2, 2, 1),
+        "beaver-ppo": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 2, 1),
         "trl-ppo": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 2, 1),
-        "beaver-ppo-lag": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 2, 4, 2),
+        "beaver-ppo-recompute": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 2, 2, 1),
+        "beaver-ppo-lag": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 4, 2),
     }
     by_name = {s.name: s for s in sides}
     result = report.assemble(

@@ -101,9 +101,10 @@ def beaver_reward(tok: Any) -> Any:
 
     from beaver.models.batching import pad_batch
     from beaver.models.forward import score_sequences
+    from beaver.config import ModelCfg
     from beaver.models.score import load_score_model
 
-    rm = load_score_model(prepare.RM_MODEL, torch.float32).eval()
+    rm = load_score_model(ModelCfg(name_or_path=str(prepare.RM_MODEL)), torch.float32).eval()
     eos = tok.eos_token_id
 
     def reward(prompts: list[str], completion_ids: list[list[int]], **_: Any) -> list[float]:
@@ -208,13 +209,15 @@ def main() -> dict[str, Any]:
     shape = machine.Shape.of(AutoConfig.from_pretrained(prepare.SFT_MODEL))
     data, _ = prompt_dataset()
     prompt = statistics.fmean(len(x) for x in data["input_ids"])
-    # Each side's passes per episode: actor and reference LM passes; reward (and cost) model
-    # score passes, + the critics' for PPO-Lag; the update trains the actor (and 2 critics).
+    # Each side's passes per episode: LM passes, the reference's and (TRL) the policy's for the
+    # old log-probs, which beaver takes from the sampling scores;
+    # reward (and cost) model score passes, + the critics' for PPO-Lag; the update trains the
+    # actor (and 2 critics).
     flops = {
-        "beaver-rloo": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 2, 1, 0),
+        "beaver-rloo": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 1, 0),
         "trl-rloo": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 2, 1, 0),
-        "beaver-rloo-lag": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 2, 2, 0),
-        "beaver-ppo-lag": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 2, 4, 2),
+        "beaver-rloo-lag": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 2, 0),
+        "beaver-ppo-lag": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 4, 2),
     }
     by_name = {s.name: s for s in sides}
     lengths = {

@@ -43,7 +43,9 @@ def main() -> None:
     parser.add_argument("--png", type=Path)
     args = parser.parse_args()
     curves = {run: trajectory(run) for run in args.runs}
-    print("| run | peak lambda | rollouts above d | within d from rollout | max J_c - d | final lambda |")
+    print(
+        "| run | peak lambda | rollouts above d | within d from rollout | max J_c - d | final lambda |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for run, (lambdas, excess) in curves.items():
         o = overshoot(lambdas, excess)

@@ -28,6 +28,7 @@ BENCHES = {
     "rm": "rm",
     "dpo": "dpo",
     "ppo": "ppo",
+    "rloo": "rloo",
     "generation": "generation",
     "lora": "lora",
 }

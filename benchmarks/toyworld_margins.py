@@ -35,7 +35,9 @@ def redirect_pairs(rows: list[dict], world: World) -> list[tuple[str, str, str, 
         if not row[f"response_{1 - harmful}_source"].endswith("/redirect"):
             continue
         h, s = row[f"response_{harmful}"], row[f"response_{1 - harmful}"]
-        gap = judge(row["prompt"], h, world).helpfulness - judge(row["prompt"], s, world).helpfulness
+        gap = (
+            judge(row["prompt"], h, world).helpfulness - judge(row["prompt"], s, world).helpfulness
+        )
         out.append((info.categories[0], row["prompt"], h, s, gap))
     return out
 

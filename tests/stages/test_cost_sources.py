@@ -41,6 +41,11 @@ def never(prompts, responses):
 
 def short(prompts, responses):
     return [0.0] * 3
+
+
+def two(prompts, responses):
+    CALLS.append((list(prompts), list(responses)))
+    return [2.0] * len(responses)
 """
 
 
@@ -108,6 +113,32 @@ def test_a_rule_that_misbehaves_is_a_clear_error(
     assert result.exit_code == 2 and "exactly one of" in result.output
     assert "Traceback" not in result.output
     monkeypatch.delitem(sys.modules, "bad_rules", raising=False)
+
+
+def test_a_reward_term_adds_its_weighted_score_to_the_reward_models(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "help_rules.py").write_text(RULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runs = {}
+    for name, terms in (("alone", []), ("term", [{"name": "bonus", "source": {"callable": "help_rules:two"}, "weight": 0.5}])):  # fmt: skip
+        cfg = _base(world, tmp_path / name)
+        _constraints(cfg, ("down", {"callable": "help_rules:never"}, 0.0))
+        cfg["reward_terms"] = terms
+        cfg["train"]["max_steps"] = 1
+        result = _run(cfg, tmp_path / f"{name}.yaml")
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        runs[name] = metrics(tmp_path / name)[0]
+    # the same first rollout (same seed, no update yet): the reward moves by 0.5 x 2 exactly
+    assert runs["term"]["rollout/reward"] - runs["alone"]["rollout/reward"] == pytest.approx(1.0)
+    assert runs["term"]["rollout/reward_term/bonus"] == 2.0
+    assert "rollout/reward_term/bonus" not in runs["alone"]
+    assert len(sys.modules["help_rules"].CALLS) == 1  # decoded once, read by one term
+    cfg = _base(world, tmp_path / "bad")
+    cfg["reward_terms"] = [{"name": "rm2", "source": {"cost_model": str(world / "rm")}}]
+    result = _run(cfg, tmp_path / "bad.yaml")
+    assert result.exit_code == 2 and "a reward term reads text" in result.output
+    monkeypatch.delitem(sys.modules, "help_rules")
 
 
 @pytest.fixture(scope="module")

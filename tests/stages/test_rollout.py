@@ -6,6 +6,7 @@ different tokenizer."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,10 @@ import pytest
 import torch
 
 from beaver.algo import response_mask
+from beaver.config.sections import GenerationCfg
 from beaver.stages import rollout as rollout_mod
 from beaver.stages.rollout import (
+    SampledLogprobs,
     collect_rollout,
     make_retokenizer,
     score_responses,
@@ -29,12 +32,8 @@ def _real(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ids[mask.bool()].unsqueeze(0)
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_logprobs_and_values_are_those_of_each_response_token(temperature: float) -> None:
-    torch.manual_seed(0)
-    models, (ids, mask) = rollout_models(pad=0), prompts(pad=0)
-    ro, _ = collect_rollout(models, ids, mask, rollout_options(0, temperature))
-    plen = ro.prompt_ids.shape[1]
+def _assert_each_token_scored_alone(models: Any, ro: Any, temperature: float) -> None:
+    """The rollout's log-probs, values and rewards are those of each sequence run alone."""
     full = torch.cat([ro.prompt_ids, ro.response_ids], 1)
     full_mask = torch.cat([ro.prompt_mask, ro.response_mask], 1)
     for b in range(ro.batch_size):
@@ -50,16 +49,69 @@ def test_logprobs_and_values_are_those_of_each_response_token(temperature: float
             assert ro.values[b, t] == pytest.approx(float(values[start + t - 1]), abs=1e-4)
         end = models.reward_model(seq, torch.ones_like(seq)).end_scores[0]
         assert ro.reward[b] == pytest.approx(float(end), abs=1e-4)
-    assert plen == ids.shape[1]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_and_values_are_those_of_each_response_token(temperature: float) -> None:
+    torch.manual_seed(0)
+    models, (ids, mask) = rollout_models(pad=0), prompts(pad=0)
+    ro, _ = collect_rollout(models, ids, mask, rollout_options(0, temperature))
+    _assert_each_token_scored_alone(models, ro, temperature)
+    assert ro.prompt_ids.shape[1] == ids.shape[1]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_old_logprobs_from_the_sampling_scores_are_the_actors(temperature: float) -> None:
+    torch.manual_seed(0)
+    models, (ids, mask) = rollout_models(pad=0), prompts(pad=0)
+    opts = rollout_options(0, temperature, n=2 if temperature > 0 else 1)
+    opts = replace(opts, sampled_logprobs=SampledLogprobs.for_sampling(opts.generation))
+    calls = _count_actor_passes(models.actor)
+    collect_rollout(models, ids, mask, opts)  # the check: sampled and forward both computed
+    assert opts.sampled_logprobs.state == "on"
+    checked = calls[0]
+    ro, _ = collect_rollout(models, ids, mask, opts)
+    # one actor pass less than the checked rollout (generate's passes are the same)
+    assert calls[0] - checked == checked - 1
+    _assert_each_token_scored_alone(models, ro, temperature if temperature > 0 else 1.0)
+
+
+def _count_actor_passes(actor: torch.nn.Module) -> list[int]:
+    """A counter of the actor's forward passes over more than one position (not decode steps)."""
+    calls = [0]
+
+    def hook(module: Any, args: Any, kwargs: Any) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        calls[0] += int(ids is not None and ids.shape[1] > 1 and not kwargs.get("past_key_values"))
+
+    actor.register_forward_pre_hook(hook, with_kwargs=True)
+    return calls
+
+
+def test_sampling_that_reshapes_the_distribution_keeps_the_forward_pass() -> None:
+    # top-k changes the distribution sampled from: the loss's log-probs are not the sampling ones
+    assert SampledLogprobs.for_sampling(GenerationCfg(top_k=5)).state == "off"
+    assert SampledLogprobs.for_sampling(GenerationCfg(top_p=0.9)).state == "off"
+    assert SampledLogprobs.for_sampling(GenerationCfg(repetition_penalty=1.2)).state == "off"
+    assert SampledLogprobs.for_sampling(GenerationCfg(), enabled=False).state == "off"
+    # a logits processor of the model's own generation_config is caught by the first check
+    torch.manual_seed(0)
+    models, (ids, mask) = rollout_models(pad=0), prompts(pad=0)
+    models.actor.generation_config.suppress_tokens = list(range(10, 40))
+    opts = rollout_options(0)
+    opts = replace(opts, sampled_logprobs=SampledLogprobs.for_sampling(opts.generation))
+    ro, _ = collect_rollout(models, ids, mask, opts)
+    assert opts.sampled_logprobs.state == "off"
+    _assert_each_token_scored_alone(models, ro, 1.0)
 
 
 def _fixed_responses(monkeypatch: pytest.MonkeyPatch, responses: torch.Tensor) -> None:
     """Sampling replaced by fixed responses (what `generate` returns: padded after EOS)."""
 
-    def sample(actor: Any, prompt_ids: Any, prompt_mask: Any, opts: Any) -> Any:
-        return prompt_ids, prompt_mask, responses
+    def sample(actor: Any, prompt_ids: Any, prompt_mask: Any, opts: Any, **_: Any) -> Any:
+        return prompt_ids, prompt_mask, responses, None
 
-    monkeypatch.setattr(rollout_mod, "sample_responses", sample)
+    monkeypatch.setattr(rollout_mod, "sample_with_logprobs", sample)
 
 
 def test_pad_equal_to_eos_ends_each_response_at_its_first_eos(

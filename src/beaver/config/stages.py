@@ -168,6 +168,12 @@ class PPOCfg(Section):
     """Subtracted from the reward of a response that hit `max_new_tokens` without EOS."""
     rollout_batch_size: int = Field(16, gt=0)
     """Prompts per device per rollout."""
+    logprobs_from_sampling: bool = True
+    """Take the rollout's old log-probs from the scores `generate` sampled each token from,
+    instead of a second actor pass over the sequences, when sampling is plain softmax(logits / T)
+    (no top-k, top-p or repetition penalty). Checked against that pass on a run's first rollout;
+    a mismatch (the model's generation_config adding logits processors) turns it off, with a
+    warning."""
 
 
 class RLOOCfg(Section):
@@ -312,8 +318,38 @@ class ConstraintCfg(MultiplierCfg):
     head), or for a source without one to the actor's backbone with a fresh head."""
 
 
+class RewardTermCfg(Section):
+    """A score added to the reward model's: `weight` x a source that reads text (a rule as a
+    Python callable, an HF classifier, a model served over HTTP), e.g. a format rule or an
+    off-the-shelf helpfulness classifier. A classifier term adds the log-odds (or probability)
+    of its `unsafe_label`, here the label rewarded."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    """Names the term's metric (`rollout/reward_term/NAME`)."""
+    source: CostSourceCfg
+    """Where the score comes from: `classifier`, `callable` or `http`."""
+    weight: float = 1.0
+    """Multiplies the score before it is added to the reward (in the reward model's normalised
+    units)."""
+
+    @model_validator(mode="after")
+    def _reads_text(self) -> RewardTermCfg:
+        if self.source.cost_model is not None:
+            raise ValueError(
+                f"reward_terms.{self.name}.source: a reward term reads text (classifier, "
+                "callable or http); the trained reward model is `reward_model`"
+            )
+        return self
+
+
 SHORTHAND_CONSTRAINT = "cost"
 """The name of the one constraint that `cost_model` + `lagrange` stand for."""
+
+
+def _check_unique(key: str, names: list[str]) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{key}: names must differ, {twice} given more than once")
 
 
 class PPOConfig(TrainStage):
@@ -329,6 +365,9 @@ class PPOConfig(TrainStage):
     `actor.lora` the reference is the actor with its adapter disabled: one copy of the weights)."""
     reward_model: ModelCfg
     """Trained reward model (`beaver rm`)."""
+    reward_terms: list[RewardTermCfg] = Field(default_factory=list)
+    """Scores from other sources added to the reward model's, each with its weight (rules,
+    classifiers, served models; empty: the reward model alone)."""
     cost_model: ModelCfg | None = None
     """Trained cost model (`beaver cm`); required by `ppo-lag` and `reward-shaping`."""
     reward_critic: TrainedModelCfg | None = None
@@ -400,10 +439,7 @@ class PPOConfig(TrainStage):
                 f"constraints: given together with {both}, which are the one-constraint "
                 "shorthand; put the source, bound and multiplier settings in each constraint"
             )
-        names = [c.name for c in self.constraints]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"constraints: names must differ, {twice} given more than once")
+        _check_unique("constraints", [c.name for c in self.constraints])
         if self.spec.critic_free:
             critics = [c.name for c in self.constraints if c.cost_critic is not None]
             if critics:
@@ -415,6 +451,7 @@ class PPOConfig(TrainStage):
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
+        _check_unique("reward_terms", [t.name for t in self.reward_terms])
         if self.spec.cost_model and self.cost_model is None and not self.constraints:
             raise ValueError(
                 f"algorithm {self.algorithm!r} needs cost_model.name_or_path (or constraints)"

@@ -32,11 +32,11 @@ def critic_start(cfg: PPOConfig, c: ConstraintCfg) -> tuple[ModelCfg, str | None
     return ModelCfg(name_or_path=cfg.actor.name_or_path, tokenizer=cfg.actor.tokenizer), None
 
 
-def text_source(source: CostSourceCfg, name: str) -> TextScore:
-    """A source that reads text (callable, classifier, HTTP), built as its config says."""
+def text_source(source: CostSourceCfg, key: str) -> TextScore:
+    """A source that reads text (callable, classifier, HTTP), built as its config (at `key`)
+    says."""
     from beaver.models import sources
 
-    key = f"constraints.{name}.source"
     if source.callable is not None:
         return sources.callable_source(source.callable, f"{key}.callable")
     if source.classifier is not None:

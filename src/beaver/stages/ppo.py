@@ -65,8 +65,10 @@ from beaver.stages.ppo_step import (
 )
 from beaver.stages.rollout import (
     CostSource,
+    RewardTerm,
     RolloutModels,
     RolloutOptions,
+    SampledLogprobs,
     collect_rollout,
     make_decoder,
     make_retokenizer,
@@ -140,6 +142,10 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
         if has_adapter(actor)
         else frozen("reference", load_causal_lm(cfg.actor, dtype, specs.frozen)),
         reward_model=score_model("reward_model", cfg.reward_model),
+        reward_terms=tuple(
+            RewardTerm(t.name, t.weight, text_source(t.source, f"reward_terms.{t.name}.source"))
+            for t in cfg.reward_terms
+        ),
     )
     if "reward_critic" in cfg.spec.critic_names():
         reward_critic = critic("reward_critic", cfg.reward_critic or cfg.reward_model)
@@ -153,7 +159,8 @@ def build_models(cfg: PPOConfig, run_: Run, specs: EngineSpecs, optim_steps: int
     sources = []
     for c in constraints:
         if c.source.cost_model is None:  # a source that reads text
-            sources.append(CostSource(c.name, text=text_source(c.source, c.name)))
+            key = f"constraints.{c.name}.source"
+            sources.append(CostSource(c.name, text=text_source(c.source, key)))
             continue
         key = c.source.cost_model.model_dump_json()
         if key not in loaded:
@@ -201,6 +208,9 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
         # ZeRO-3 over several ranks: every rank runs each forward of `generate` together
         synced_gpus=specs.actor.zero3 and dist.world_size() > 1,
         decode=make_decoder(actor_tok),
+        sampled_logprobs=SampledLogprobs.for_sampling(
+            cfg.generation, cfg.ppo.logprobs_from_sampling
+        ),
     )
     ptx_loader = None
     if cfg.data.ptx:
@@ -281,7 +291,7 @@ def observe_costs(
 def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: Any) -> StepResult:
     """One rollout batch: sample, score, move lambda, compute targets, update actor and critics."""
     batch = to_device(batch, dist.device())
-    rollout, timings = collect_rollout(
+    rollout, measured = collect_rollout(
         parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize,
         prompts_of(batch),
     )  # fmt: skip
@@ -298,12 +308,12 @@ def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: A
         parts.models, rollout, targets, parts.plan, generator, controllers=parts.controllers,
         names=parts.names, ptx_batches=ptx,
     )  # fmt: skip
-    timings["time/train"] = time.perf_counter() - start
+    measured["time/train"] = time.perf_counter() - start
     for key in stats[0]:
         metrics[key] = sum(s[key] for s in stats) / len(stats)
     for k, controller in enumerate(parts.controllers):
         metrics.update(per_constraint("lagrange/lambda", parts.names, k, controller.lambda_))
-    metrics.update(timings)
+    metrics.update(measured)  # times, reward terms
     tokens = int(rollout.attention_mask.sum())
     return StepResult(
         loss=metrics["train/actor_loss"], metrics=metrics, tokens=tokens, samples=rollout.batch_size

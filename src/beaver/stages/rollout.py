@@ -7,13 +7,20 @@ tokens: column t holds the quantity for response token t, computed from position
 Deviation from the reference: log-probs are taken from logits divided by the sampling
 temperature, so that the "old" log-probs are those of the distribution actually sampled from
 (otherwise the KL and the ratio are off whenever temperature != 1).
+
+One pass less: when the actor samples from softmax(logits / T) itself (no top-k, top-p or
+repetition penalty), the old log-probs are read from the scores `generate` drew each token from
+instead of running the actor over the sequences again (`SampledLogprobs`). The first rollout of a
+run checks them against that forward pass, because a model's `generation_config` may add logits
+processors of its own (`min_new_tokens`, bad words, ...) that the loss does not apply.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,10 +30,13 @@ from beaver.algo import (
     Rollout,
     apply_missing_eos_penalty,
     has_eos,
+    logprobs_from_logits,
+    masked_mean,
     response_mask,
     shaped_reward,
 )
 from beaver.config import GenerationCfg
+from beaver.engine import dist
 from beaver.models.adapters import adapter_disabled
 from beaver.models.batching import pad_batch
 from beaver.models.forward import response_logprobs, response_values, score_sequences
@@ -34,6 +44,8 @@ from beaver.models.generation import generation_kwargs
 from beaver.models.saving import unwrap
 from beaver.models.score import ScoreModel
 from beaver.models.sources import TextScore
+
+log = logging.getLogger(__name__)
 
 
 def part_name(kind: str, constraint: str, constraints: int) -> str:
@@ -57,6 +69,15 @@ class CostSource:
 
 
 @dataclass(frozen=True)
+class RewardTerm:
+    """A score from a source that reads text, added to the reward model's with its weight."""
+
+    name: str
+    weight: float
+    text: TextScore
+
+
+@dataclass(frozen=True)
 class RolloutModels:
     """Every model a rollout touches; engines or plain modules (both are called the same way)."""
 
@@ -66,6 +87,7 @@ class RolloutModels:
     reward_critic: nn.Module | None = None  # None: critic-free (RLOO)
     cost_sources: tuple[CostSource, ...] = ()  # one per constraint, K in all
     cost_critics: tuple[nn.Module, ...] = ()  # one per constraint (ppo-lag), or none
+    reward_terms: tuple[RewardTerm, ...] = ()  # added to the reward model's score
 
     def named(self) -> dict[str, nn.Module]:
         """Every distinct model held, by engine name (a model shared by sources counts once)."""
@@ -85,6 +107,43 @@ class RolloutModels:
         return out
 
 
+def samples_from_policy(gen: GenerationCfg) -> bool:
+    """True when sampling draws from softmax(logits / T) as the PPO loss reads it: no top-k,
+    top-p or repetition penalty reshapes the distribution (greedy decoding included)."""
+    return gen.top_p == 1.0 and gen.top_k == 0 and gen.repetition_penalty == 1.0
+
+
+@dataclass
+class SampledLogprobs:
+    """Whether a run takes its old log-probs from the sampling scores: `unchecked` until the
+    first rollout compares them with the actor's forward pass, then `on` or `off` for the run.
+    The check is repeated after a resume (same config, same verdict), and its rollout already
+    uses the sampled log-probs when they pass, so resumed runs stay exact."""
+
+    # Mean |difference| per response token allowed: KV-cached decoding and one forward over the
+    # sequence round differently (~1e-6 in fp32); a logits processor moves log-probs by >> 1e-2.
+    TOLERANCE = 1e-3
+    state: str = "unchecked"  # unchecked | on | off
+
+    @classmethod
+    def for_sampling(cls, gen: GenerationCfg, enabled: bool = True) -> SampledLogprobs:
+        return cls("unchecked" if enabled and samples_from_policy(gen) else "off")
+
+    def verdict(self, sampled: Tensor, forward: Tensor, mask: Tensor) -> bool:
+        """Decide on the first rollout (the same on every rank); True: use `sampled`."""
+        gap = float(masked_mean((sampled - forward).abs(), mask))
+        gap = dist.reduce_values({"gap": gap}, "max")["gap"]
+        self.state = "on" if gap <= self.TOLERANCE else "off"
+        if self.state == "off":
+            log.warning(
+                "old log-probs: the sampling scores differ from the actor's forward pass by "
+                "%.3g per token (the model's generation_config adds logits processors?); "
+                "recomputing them with a forward pass for this run",
+                gap,
+            )
+        return self.state == "on"
+
+
 @dataclass(frozen=True)
 class RolloutOptions:
     """How responses are sampled and end scores adjusted."""
@@ -96,6 +155,8 @@ class RolloutOptions:
     lambda_fixed: float | None = None  # reward shaping: R - lambda_fixed * C
     decode: Any = None  # response ids (B, T) + mask -> texts, for sources that read text
     synced_gpus: bool = False  # ZeRO-3 over several ranks: all ranks step generate() together
+    # old log-probs from the sampling scores (the stage sets it from `ppo.logprobs_from_sampling`)
+    sampled_logprobs: SampledLogprobs = field(default_factory=lambda: SampledLogprobs("off"))
 
 
 @dataclass(frozen=True)
@@ -112,17 +173,42 @@ def sample_responses(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Generate with the KV cache. Returns prompt ids/mask repeated per sample (B, P) and
     response ids (B, T), B = prompts x num_return_sequences."""
+    prompt_ids, prompt_mask, response_ids, _ = sample_with_logprobs(
+        actor, prompt_ids, prompt_mask, opts, with_logprobs=False
+    )
+    return prompt_ids, prompt_mask, response_ids
+
+
+@torch.no_grad()
+def sample_with_logprobs(
+    actor: nn.Module,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    opts: RolloutOptions,
+    with_logprobs: bool = True,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """`sample_responses`, plus (B, T) fp32 log-probs of each response token under the scores
+    it was drawn from (after `generate`'s logits processors; None unless `with_logprobs`)."""
     gen = opts.generation
     kwargs = generation_kwargs(gen, _TokenIds(opts.eos_token_id, opts.pad_token_id))
     out = unwrap(actor).generate(  # type: ignore[operator]
-        input_ids=prompt_ids, attention_mask=prompt_mask, synced_gpus=opts.synced_gpus, **kwargs
-    )
+        input_ids=prompt_ids, attention_mask=prompt_mask, synced_gpus=opts.synced_gpus,
+        return_dict_in_generate=True, output_scores=with_logprobs, **kwargs,
+    )  # fmt: skip
     n = gen.num_return_sequences
-    prompt_len = prompt_ids.shape[1]
+    response_ids = out.sequences[:, prompt_ids.shape[1] :]
+    logp = None
+    if with_logprobs:  # one (B, V) step at a time: no (B, T, V) copy
+        steps = [
+            logprobs_from_logits(scores[:, None], response_ids[:, t, None])
+            for t, scores in enumerate(out.scores)
+        ]
+        logp = torch.cat(steps, dim=1)
     return (
         prompt_ids.repeat_interleave(n, dim=0),
         prompt_mask.repeat_interleave(n, dim=0),
-        out[:, prompt_len:],
+        response_ids,
+        logp,
     )
 
 
@@ -134,14 +220,29 @@ def score_responses(
     opts: RolloutOptions,
     retokenize: Any = None,
     texts: Callable[[], tuple[list[str], list[str]]] | None = None,
+    stats: dict[str, float] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """(B,) rewards (missing-EOS penalty and any fixed cost weight applied) and (B, K) costs,
-    one column per cost source (None without one), in the score models' normaliser units.
-    `texts()` gives (prompts, answers) as text for the sources that read text."""
+    """(B,) rewards (reward terms added, missing-EOS penalty and any fixed cost weight applied)
+    and (B, K) costs, one column per cost source (None without one), in the score models'
+    normaliser units. `texts()` gives (prompts, answers) as text for the sources that read text;
+    `stats` receives each reward term's mean score (`rollout/reward_term/NAME`)."""
     ids, mask = (
         (input_ids, attention_mask) if retokenize is None else retokenize(input_ids, attention_mask)
     )
+    as_text: list[tuple[list[str], list[str]]] = []  # decoded once, if a source reads text
+
+    def read(source: TextScore) -> Tensor:  # (B,) fp32
+        if not as_text:
+            assert texts is not None, "a text source needs the rollout's texts"
+            as_text.append(texts())
+        return source(*as_text[0]).to(ids.device).float()
+
     reward = score_sequences(models.reward_model, ids, mask, normalize=True)
+    for term in models.reward_terms:
+        score = read(term.text)
+        reward = reward + term.weight * score
+        if stats is not None:
+            stats[f"rollout/reward_term/{term.name}"] = float(score.mean())
     reward = apply_missing_eos_penalty(reward, ended, opts.missing_eos_penalty)
     if not models.cost_sources:
         return reward, None
@@ -149,14 +250,10 @@ def score_responses(
     for source in models.cost_sources:
         if source.model is not None and id(source.model) not in scored:
             scored[id(source.model)] = source.model(input_ids=ids, attention_mask=mask)
-    as_text: list[tuple[list[str], list[str]]] = []  # decoded once, if a source reads text
 
     def cost_of(source: CostSource) -> Tensor:  # (B,) fp32
         if source.text is not None:
-            if not as_text:
-                assert texts is not None, "a text source needs the rollout's texts"
-                as_text.append(texts())
-            return source.text(*as_text[0]).to(reward.device).float()
+            return read(source.text)
         out = scored[id(source.model)]
         if source.head is not None:
             return out.category_end_scores[:, source.head].float()
@@ -179,7 +276,8 @@ def collect_rollout(
 ) -> tuple[Rollout, dict[str, float]]:
     """Sample responses for a left-padded prompt batch and compute everything PPO needs.
 
-    Returns the rollout and its wall-time split (`time/generate`, `time/score`).
+    Returns the rollout and its stats: the wall-time split (`time/generate`, `time/score`) and
+    each reward term's mean score.
     `retokenize(input_ids, attention_mask) -> (ids, mask)` maps sequences into the score
     models' tokenizer when it differs from the actor's (None: same tokenizer). `prompts`: the
     raw prompt texts, for cost sources that read text (with `opts.decode` for the answers).
@@ -188,8 +286,9 @@ def collect_rollout(
     for m in (models.actor, models.ref, models.reward_critic, *models.cost_critics):
         if m is not None:
             m.eval()
-    prompt_ids, prompt_mask, response_ids = sample_responses(
-        models.actor, prompt_ids, prompt_mask, opts
+    reuse = opts.sampled_logprobs
+    prompt_ids, prompt_mask, response_ids, sampled_logp = sample_with_logprobs(
+        models.actor, prompt_ids, prompt_mask, opts, with_logprobs=reuse.state != "off"
     )
     generated = time.perf_counter()
     resp_mask = response_mask(response_ids, opts.eos_token_id).to(prompt_mask.dtype)
@@ -197,7 +296,12 @@ def collect_rollout(
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, resp_mask], dim=1)
     plen, temperature = prompt_ids.shape[1], opts.generation.temperature
-    logp, _ = response_logprobs(models.actor, input_ids, attention_mask, plen, temperature)
+    if sampled_logp is not None and reuse.state == "on":
+        logp = sampled_logp
+    else:
+        logp, _ = response_logprobs(models.actor, input_ids, attention_mask, plen, temperature)
+        if sampled_logp is not None and reuse.verdict(sampled_logp, logp, resp_mask):
+            logp = sampled_logp
     if models.ref is None:
         with adapter_disabled(models.actor):
             ref_logp, _ = response_logprobs(
@@ -212,8 +316,9 @@ def collect_rollout(
             raise ValueError("a cost source that reads text needs the prompts and opts.decode")
         return [p for p in prompts for _ in range(n)], opts.decode(response_ids, resp_mask)
 
+    stats: dict[str, float] = {}
     reward, costs = score_responses(
-        models, input_ids, attention_mask, ended, opts, retokenize, texts
+        models, input_ids, attention_mask, ended, opts, retokenize, texts, stats
     )
 
     def values_of(critic: nn.Module | None) -> Tensor | None:  # None: no critic, no values
@@ -238,7 +343,8 @@ def collect_rollout(
         cost_values=torch.stack(cost_values, dim=1) if cost_values else None,  # type: ignore[arg-type]
     )
     scored = time.perf_counter()
-    return rollout, {"time/generate": generated - start, "time/score": scored - generated}
+    stats.update({"time/generate": generated - start, "time/score": scored - generated})
+    return rollout, stats
 
 
 def make_decoder(tokenizer: Any) -> Callable[[Tensor, Tensor], list[str]]:
