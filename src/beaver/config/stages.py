@@ -133,6 +133,12 @@ class ScoreConfig(OneModelStage):
                 "score.loss_type=token is for reward models; the cost loss is "
                 "sequence-wise (pairwise and sign terms on end scores)"
             )
+        if self.train.padding_free and self.score.loss_type == "token":
+            raise ValueError(
+                "train.padding_free with score.loss_type=token: the token-wise loss reads the "
+                "shorter answer's scores on its padding, which packed rows do not compute; "
+                "set train.padding_free=false or score.loss_type=sequence"
+            )
         return self
 
 

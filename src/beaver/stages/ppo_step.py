@@ -59,6 +59,8 @@ class UpdatePlan:
     """RLOO: each stream's advantages divided by their std over the rollout."""
     sequence_ratio: bool = False
     """One clipped ratio per response (`sequence_actor_loss`) instead of one per token."""
+    padding_free: bool = False
+    """The actor's and critics' training passes on packed rows (`beaver.models.packing`)."""
 
     def micro_batches(self, n: int, generator: torch.Generator) -> Iterator[tuple[int, Tensor]]:
         """(k, rows) of every micro-batch of a rollout of `n` episodes: `update_iters` shuffled
@@ -166,11 +168,15 @@ def actor_step(
     temperature: float,
     ptx_batch: dict[str, Tensor] | None = None,
     sequence_ratio: bool = False,
+    padding_free: bool = False,
 ) -> dict[str, float]:
-    """Clipped policy loss (+ ptx_coeff x LM loss on a PTX batch), one backward, one step."""
+    """Clipped policy loss (+ ptx_coeff x LM loss on a PTX batch), one backward, one step;
+    `padding_free`: the forward on packed rows."""
     actor.train()
     plen = mb.prompt_ids.shape[1]
-    logp, logits = response_logprobs(actor, mb.input_ids, mb.attention_mask, plen, temperature)
+    logp, logits = response_logprobs(
+        actor, mb.input_ids, mb.attention_mask, plen, temperature, padding_free
+    )
     loss_fn = sequence_actor_loss if sequence_ratio else ppo_actor_loss
     out = loss_fn(logp, mb.logp, advantages, mb.response_mask, ppo.clip_range_ratio)
     loss = out.loss
@@ -192,11 +198,18 @@ def actor_step(
 
 
 def critic_step(
-    critic: nn.Module, mb: Rollout, old_values: Tensor, returns: Tensor, ppo: PPOCfg
+    critic: nn.Module,
+    mb: Rollout,
+    old_values: Tensor,
+    returns: Tensor,
+    ppo: PPOCfg,
+    padding_free: bool = False,
 ) -> float:
-    """Clipped value loss of one critic, one backward, one step."""
+    """Clipped value loss of one critic, one backward, one step; `padding_free`: the forward
+    on packed rows."""
     critic.train()
-    values = response_values(critic, mb.input_ids, mb.attention_mask, mb.prompt_ids.shape[1])
+    plen = mb.prompt_ids.shape[1]
+    values = response_values(critic, mb.input_ids, mb.attention_mask, plen, padding_free)
     loss = critic_loss(values, old_values, returns, mb.response_mask, ppo.clip_range_value)
     _backward_step(critic, loss)
     return loss.item()
@@ -231,15 +244,20 @@ def update(
         ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
         lams = [c.on_step() for c in controllers] if controllers else None
         adv = tg.actor_advantages(lams, mb.response_mask, ppo.whiten_advantages)
-        s = actor_step(models.actor, mb, adv, ppo, plan.temperature, ptx, plan.sequence_ratio)
+        packed = plan.padding_free
+        s = actor_step(
+            models.actor, mb, adv, ppo, plan.temperature, ptx, plan.sequence_ratio, packed
+        )
         if models.reward_critic is not None:
             assert mb.values is not None and tg.reward_returns is not None
             s["train/reward_critic_loss"] = critic_step(
-                models.reward_critic, mb, mb.values, tg.reward_returns, ppo
+                models.reward_critic, mb, mb.values, tg.reward_returns, ppo, packed
             )
         for j, critic in enumerate(models.cost_critics):
             assert mb.cost_values is not None and tg.cost_returns is not None
-            loss = critic_step(critic, mb, mb.cost_values[:, j], tg.cost_returns[:, j], ppo)
+            loss = critic_step(
+                critic, mb, mb.cost_values[:, j], tg.cost_returns[:, j], ppo, packed
+            )
             s.update(per_constraint("train/cost_critic_loss", names, j, loss))
         stats.append(s)
     return stats
