@@ -42,16 +42,16 @@ def test_pack_and_unpack_by_hand_left_and_right_padding() -> None:
     # right padded: lengths 3 and 1; rows of the padded width (3) cannot share, rows of 4 can
     ids = torch.tensor([[5, 6, 7], [8, PAD, PAD]])
     mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
-    p = pack(ids, mask)
+    p = pack(ids, mask, capacity=3)
     assert p.input_ids.tolist() == [[5, 6, 7], [8, PAD, PAD]]
     assert p.position_ids.tolist() == [[0, 1, 2], [0, 0, 1]]  # the tail restarts at 0 too
-    p = pack(ids, mask, capacity=4)
+    p = pack(ids, mask)  # default: rows of twice the padded width
     assert p.input_ids.tolist() == [[5, 6, 7, 8]] and p.position_ids.tolist() == [[0, 1, 2, 0]]
     assert p.real_tokens == 4
     # left padded, three sequences 1, 2, 2 into rows of 3: [2-long + 1-long], [2-long]
     ids = torch.tensor([[PAD, 9, 10], [PAD, PAD, 11], [PAD, 12, 13]])
     mask = (ids != PAD).long()
-    p = pack(ids, mask)
+    p = pack(ids, mask, capacity=3)
     assert p.input_ids.tolist() == [[9, 10, 11], [12, 13, PAD]]
     assert p.position_ids.tolist() == [[0, 1, 0], [0, 1, 0]]
     # outputs back in the padded layout, zeros at the padding; per-token extra dims kept
@@ -109,6 +109,11 @@ def _loss_and_grads(model: nn.Module, loss_fn: Callable[[], Tensor]) -> tuple[Te
     return loss.detach(), grads
 
 
+def _shares_rows(ids: Tensor, mask: Tensor) -> None:
+    """The batch packs into fewer rows than it has sequences (the comparison is not vacuous)."""
+    assert pack(ids, mask).input_ids.shape[0] < ids.shape[0]
+
+
 def _assert_same(model: nn.Module, loss_of: Callable[[bool], Tensor]) -> None:
     """loss_of(padding_free) packed and padded: equal losses and equal gradients of every
     parameter (and the same parameters receive one)."""
@@ -129,6 +134,7 @@ def test_sft_loss_and_gradients_packed_equal_padded(arch: str) -> None:
     model = LMS[arch]()
     ids, mask = pad_batch(SEQS, PAD)
     labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    _shares_rows(ids, mask)
     labels[:, :2] = IGNORE_INDEX  # the prompt is not trained
 
     def loss_of(packed: bool) -> Tensor:
@@ -191,8 +197,9 @@ def _rollout_batch() -> tuple[Tensor, Tensor, Tensor, int]:
     """Left-padded prompts + right-padded responses, as a rollout holds them."""
     prompts, p_mask = pad_batch([[1, 5, 6], [1, 7], [1], [1, 8, 9]], PAD, "left")
     responses, r_mask = pad_batch([[10, 11, 2], [12, 2], [13, 14, 15, 16], [17]], PAD)
-    ids = torch.cat([prompts, responses], dim=1)
-    return ids, torch.cat([p_mask, r_mask], dim=1), r_mask, prompts.shape[1]
+    ids, mask = torch.cat([prompts, responses], dim=1), torch.cat([p_mask, r_mask], dim=1)
+    _shares_rows(ids, mask)
+    return ids, mask, r_mask, prompts.shape[1]
 
 
 @pytest.mark.parametrize("arch", list(LMS))

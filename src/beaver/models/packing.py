@@ -6,11 +6,13 @@ and WITHOUT an attention mask (and without a cache), transformers builds the blo
 causal mask from the position ids (masking_utils `find_packed_sequence_indices`), so no token
 attends across a sequence boundary and every real token sees exactly what it saw padded.
 
-Rows are bounded: first-fit-decreasing into rows no longer than `capacity` (by default the
-longest sequence of the batch). One row of everything would make attention quadratic in the
-batch's total tokens, which on CPU (the sdpa math kernel materialises the mask) costs more
-than the padding saved; rows as wide as the padded batch keep attention as cheap as padded,
-with fewer rows.
+Rows are bounded: first-fit-decreasing into rows no longer than `capacity` (by default twice
+the padded width). One row of everything makes attention quadratic in the batch's total tokens,
+and on CPU (the sdpa math kernel materialises the mask) that costs more than the padding saved.
+Measured on the toy world's SFT batches (32 samples, padded width 53, 78% real tokens; one
+thread, forward + backward): rows of 1x the width fill 78% (no two samples fit) and train at
+1.04x padded, 2x: 83% full, 1.09x; 3x: 93% full but 1.00x (attention grows with the width);
+one row of everything: 0.47x.
 
 `unpack` puts outputs back into the padded (B, L) layout, zeros at the padding, so losses,
 masks and advantages downstream read them exactly as before. Padding may be on either side:
@@ -24,6 +26,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+
+ROW_WIDTH_FACTOR = 2
+"""Default packed row width in padded widths (the measurement above)."""
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -67,12 +73,12 @@ def pack(
     input_ids: Tensor, attention_mask: Tensor, capacity: int | None = None, pad_value: int = 0
 ) -> Packed:
     """The real tokens of `input_ids` (B, L) (those where `attention_mask` is 1, padding on
-    either side) packed into rows of at most `capacity` tokens (default: L, the padded width).
+    either side) packed into rows of at most `capacity` tokens (default: 2L, see above).
 
     The tail of a row past its last sequence is `pad_value` with positions restarting at 0: it
     comes after every real token of its row, so causal attention never lets it reach them."""
     batch, width = input_ids.shape
-    cap = width if capacity is None else capacity
+    cap = ROW_WIDTH_FACTOR * width if capacity is None else capacity
     lengths = attention_mask.sum(dim=1).tolist()
     rows = first_fit_decreasing(lengths, cap)
     row_width = max((sum(lengths[i] for i in row) for row in rows), default=0)
