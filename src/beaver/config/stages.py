@@ -168,6 +168,10 @@ class PPOCfg(Section):
     """Normalise advantages over the batch before the actor loss."""
     update_iters: int = Field(1, gt=0)
     """Passes over each rollout batch."""
+    length_grouped: bool = False
+    """Micro-batches of episodes of similar length, each trimmed to its own longest prompt and
+    response, in a random order per pass (instead of shuffled rows at the rollout's width);
+    with `train.padding_free` the rows are packed instead and this is not needed."""
     ptx_coeff: float = Field(16.0, ge=0.0)
     """Weight of the language-modelling loss on PTX batches in the actor step."""
     missing_eos_penalty: float = Field(0.0, ge=0.0)

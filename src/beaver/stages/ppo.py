@@ -184,6 +184,7 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
         scale_advantages=cfg.rloo.scale_advantages,
         sequence_ratio=spec.critic_free and cfg.rloo.ratio == "sequence",
         padding_free=train.padding_free,
+        length_grouped=cfg.ppo.length_grouped and not train.padding_free,
     )
     episodes = cfg.ppo.rollout_batch_size * cfg.generation.num_return_sequences
     updates = rollouts * plan.updates_per_rollout(episodes)

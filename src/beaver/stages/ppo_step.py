@@ -12,6 +12,7 @@ an update without a critic or a controller trains and weighs nothing for it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -61,14 +62,24 @@ class UpdatePlan:
     """One clipped ratio per response (`sequence_actor_loss`) instead of one per token."""
     padding_free: bool = False
     """The actor's and critics' training passes on packed rows (`beaver.models.packing`)."""
+    length_grouped: bool = False
+    """Micro-batches of episodes of similar length, each trimmed to its own longest prompt and
+    response (`length_groups`), instead of shuffled rows at the rollout's full width."""
 
-    def micro_batches(self, n: int, generator: torch.Generator) -> Iterator[tuple[int, Tensor]]:
-        """(k, rows) of every micro-batch of a rollout of `n` episodes: `update_iters` shuffled
-        passes, k counting the micro-batches of each pass."""
+    def micro_batches(
+        self, n: int, generator: torch.Generator, lengths: Tensor | None = None
+    ) -> Iterator[tuple[int, Tensor]]:
+        """(k, rows) of every micro-batch of a rollout of `n` episodes: `update_iters` passes,
+        k counting the micro-batches of each pass; shuffled rows, or with the episodes'
+        `lengths` (length-grouped plans) `length_groups`."""
+        size = self.micro_batch_size
         for _ in range(self.ppo.update_iters):
-            order = torch.randperm(n, generator=generator)
-            for k, start in enumerate(range(0, n, self.micro_batch_size)):
-                yield k, order[start : start + self.micro_batch_size]
+            if lengths is None:
+                order = torch.randperm(n, generator=generator)
+                groups = [order[start : start + size] for start in range(0, n, size)]
+            else:
+                groups = length_groups(lengths, size, generator)
+            yield from enumerate(groups)
 
     def updates_per_rollout(self, episodes: int) -> int:
         """Actor (and critic) updates made on a rollout of `episodes` episodes."""
@@ -109,6 +120,42 @@ class Targets:
             streams = self.cost_advantages.unbind(dim=1)  # K x (B, T)
             adv = combined_advantage_multi(adv, streams, lams)
         return whiten(adv, mask) if whiten_them else adv
+
+
+def length_groups(lengths: Tensor, size: int, generator: torch.Generator) -> list[Tensor]:
+    """Rows sorted by `lengths` (ties in a random order) cut into micro-batches of `size`, the
+    micro-batches in a random order: as many as shuffled rows make, each as narrow as can be."""
+    tiebreak = torch.randperm(len(lengths), generator=generator)
+    order = tiebreak[torch.argsort(lengths[tiebreak], stable=True)]
+    groups = [order[start : start + size] for start in range(0, len(order), size)]
+    return [groups[int(i)] for i in torch.randperm(len(groups), generator=generator)]
+
+
+def trim(mb: Rollout, tg: Targets) -> tuple[Rollout, Targets]:
+    """A micro-batch without the columns that are padding in all its rows: the left prompt
+    padding beyond its longest prompt, the response columns beyond its longest response
+    (every loss masks them, so nothing trained changes)."""
+    p = int(mb.prompt_mask.sum(dim=1).max())
+    t = int(mb.response_mask.sum(dim=1).max())
+    width = mb.prompt_ids.shape[1]
+
+    def cut(x: Tensor | None, response: bool = True) -> Tensor | None:
+        if x is None or x.dim() < 2:
+            return x
+        return x[..., :t] if response else x[:, width - p :]
+
+    fields = {
+        "prompt_ids": cut(mb.prompt_ids, False), "prompt_mask": cut(mb.prompt_mask, False),
+        "response_ids": cut(mb.response_ids), "response_mask": cut(mb.response_mask),
+        "logp": cut(mb.logp), "ref_logp": cut(mb.ref_logp), "values": cut(mb.values),
+        "cost_values": cut(mb.cost_values),
+    }  # fmt: skip
+    targets = Targets(
+        *(cut(x) for x in (tg.reward_advantages, tg.reward_returns)),  # type: ignore[arg-type]
+        cut(tg.cost_advantages),
+        cut(tg.cost_returns),
+    )
+    return dataclasses.replace(mb, **fields), targets
 
 
 def compute_targets(rollout: Rollout, plan: UpdatePlan) -> Targets:
@@ -239,8 +286,15 @@ def update(
     reference's cadence) reaches the advantage at once. Whitening, when on, is per micro-batch.
     """
     ppo, stats = plan.ppo, []
-    for k, index in plan.micro_batches(rollout.batch_size, generator):
+    if plan.length_grouped:
+        lengths = rollout.prompt_mask.sum(dim=1) + rollout.response_mask.sum(dim=1)
+        batches = plan.micro_batches(rollout.batch_size, generator, lengths.cpu())
+    else:
+        batches = plan.micro_batches(rollout.batch_size, generator)
+    for k, index in batches:
         mb, tg = rollout.select(index), targets.select(index)
+        if plan.length_grouped:
+            mb, tg = trim(mb, tg)
         ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
         lams = [c.on_step() for c in controllers] if controllers else None
         adv = tg.actor_advantages(lams, mb.response_mask, ppo.whiten_advantages)
