@@ -152,7 +152,9 @@ def print_result(result: dict[str, Any]) -> None:
     for key, value in result.get("split", {}).items():
         print(f"{key}: {value}")
     for key, value in result.get("cross_ratios", {}).items():
-        print(f"{key}: {value['median']}x (block pairs {value['paired_q1']} - {value['paired_q3']})")
+        print(
+            f"{key}: {value['median']}x (block pairs {value['paired_q1']} - {value['paired_q3']})"
+        )
 
 
 def assemble(

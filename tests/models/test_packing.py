@@ -10,8 +10,14 @@ from collections.abc import Callable
 import pytest
 import torch
 from torch import Tensor, nn
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, Qwen2Config, Qwen2ForCausalLM
-from transformers import Qwen2Model
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2Model,
+)
 
 from beaver.algo import critic_loss, ppo_actor_loss
 from beaver.algo.dpo import dpo_loss
@@ -122,7 +128,7 @@ def _assert_same(model: nn.Module, loss_of: Callable[[bool], Tensor]) -> None:
     torch.testing.assert_close(packed, padded, **TOL)
     assert g_packed.keys() == g_padded.keys() and g_padded
     for name, grad in g_padded.items():
-        torch.testing.assert_close(g_packed[name], grad, **TOL, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(g_packed[name], grad, **TOL, msg=lambda m, n=name: f"{n}: {m}")
     assert any(float(g.abs().sum()) > 0 for g in g_padded.values())
 
 

@@ -179,7 +179,9 @@ def test_padding_free_token_wise_reward_loss_is_refused() -> None:
     result = runner.invoke(
         app, [*args, "train.padding_free=true", "score.loss_type=token", "--print-config"]
     )
-    assert result.exit_code == 2 and "train.padding_free with score.loss_type=token" in result.output
+    assert (
+        result.exit_code == 2 and "train.padding_free with score.loss_type=token" in result.output
+    )
 
 
 HEADS = "score.heads=[crime,insult,privacy,violence]"

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-
 ROW_WIDTH_FACTOR = 2
 """Default packed row width in padded widths (the measurement above)."""
 

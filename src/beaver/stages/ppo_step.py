@@ -150,12 +150,12 @@ def trim(mb: Rollout, tg: Targets) -> tuple[Rollout, Targets]:
         "logp": cut(mb.logp), "ref_logp": cut(mb.ref_logp), "values": cut(mb.values),
         "cost_values": cut(mb.cost_values),
     }  # fmt: skip
+    advantages = cut(tg.reward_advantages)
+    assert advantages is not None
     targets = Targets(
-        *(cut(x) for x in (tg.reward_advantages, tg.reward_returns)),  # type: ignore[arg-type]
-        cut(tg.cost_advantages),
-        cut(tg.cost_returns),
+        advantages, cut(tg.reward_returns), cut(tg.cost_advantages), cut(tg.cost_returns)
     )
-    return dataclasses.replace(mb, **fields), targets
+    return dataclasses.replace(mb, **fields), targets  # type: ignore[arg-type]
 
 
 def compute_targets(rollout: Rollout, plan: UpdatePlan) -> Targets:
@@ -309,9 +309,7 @@ def update(
             )
         for j, critic in enumerate(models.cost_critics):
             assert mb.cost_values is not None and tg.cost_returns is not None
-            loss = critic_step(
-                critic, mb, mb.cost_values[:, j], tg.cost_returns[:, j], ppo, packed
-            )
+            loss = critic_step(critic, mb, mb.cost_values[:, j], tg.cost_returns[:, j], ppo, packed)
             s.update(per_constraint("train/cost_critic_loss", names, j, loss))
         stats.append(s)
     return stats
