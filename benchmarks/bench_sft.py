@@ -97,9 +97,12 @@ def trl_side(pacer: Any, steps: int, padding_free: bool = False, packing: bool =
     data, tok = sft_dataset()
     data = in_beaver_order(data)  # beaver's train.seed is 42 too
     model = AutoModelForCausalLM.from_pretrained(prepare.WORLD / "model", dtype=torch.float32)
+    # padding-free without packing refuses a max_length (it would not enforce it); beaver's
+    # samples are already cut to MAX_LEN
+    max_length = None if padding_free and not packing else MAX_LEN
     args = trl_args(
-        SFTConfig, steps, "sft-trl", BATCH, learning_rate=LR, adam_beta2=BETA2, max_length=MAX_LEN,
-        padding_free=padding_free, packing=packing,
+        SFTConfig, steps, "sft-trl", BATCH, learning_rate=LR, adam_beta2=BETA2,
+        max_length=max_length, padding_free=padding_free, packing=packing,
     )  # fmt: skip
     ref: list[Any] = []
     trainer = SFTTrainer(
