@@ -8,6 +8,11 @@ pairs per step, both halves in one forward pass, loss -log sigmoid(r_better - r_
 weight decay, clip 1.0, through their own training loops, logging every step. TRL's gradient
 checkpointing and bf16 defaults are turned off, as beaver's toy config has neither.
 
+Three sides: beaver padded and packed (`train.padding_free=true`), and TRL's RewardTrainer,
+which in trl 1.12 has no padding-free or packing setting (its RewardConfig has neither), so
+its default is its best. Same pairs in the same order: pairs/s is proportional to real
+(non-pad) tokens/s, whose totals are checked equal.
+
     python benchmarks/bench_rm.py [--blocks 30] [--block-steps 3] [--replicas 2] [--threads 1]
 """
 
@@ -25,7 +30,7 @@ from trl_common import in_beaver_order, trl_args, trl_callback
 BATCH, LR, MAX_LEN, BETA2 = 32, 1e-3, 96, 0.95
 
 
-def beaver_side(pacer: Any, steps: int) -> None:
+def beaver_side(pacer: Any, steps: int, padding_free: bool = False) -> None:
     import beaver.stages.score as score
     from beaver.config import ScoreConfig, load_config
 
@@ -49,6 +54,7 @@ def beaver_side(pacer: Any, steps: int) -> None:
             f"train.max_steps={steps}",
             "train.seed=42",
             "train.eval_strategy='no'",
+            f"train.padding_free={str(padding_free).lower()}",
             *prepare.COMMON,
         ],
     )
@@ -133,7 +139,11 @@ def main() -> dict[str, Any]:
     prepare.clean_runs()
     peak = machine.gemm_peak_flops()
     sides = interleave(
-        [Side("beaver", beaver_side, {"steps": steps}), Side("trl", trl_side, {"steps": steps})],
+        [
+            Side("beaver", beaver_side, {"steps": steps}),
+            Side("beaver-packed", beaver_side, {"steps": steps, "padding_free": True}),
+            Side("trl", trl_side, {"steps": steps}),
+        ],
         warmup_steps=a.warmup_steps,
         block_steps=a.block_steps,
         blocks=a.blocks,
@@ -151,7 +161,7 @@ def main() -> dict[str, Any]:
     result = report.assemble(
         "reward model",
         sides,
-        flops_per_unit={"beaver": per_pair, "trl": per_pair},
+        flops_per_unit={s.name: per_pair for s in sides},
         unit="pairs/s",
         peer="trl",
         peak=peak,

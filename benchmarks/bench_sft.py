@@ -9,6 +9,12 @@ loops (beaver's `train_loop` via `beaver.stages.sft.run`, TRL's `Trainer.train`)
 step. TRL keeps its defaults otherwise (its `chunked_nll` loss), except gradient checkpointing
 and bf16, which it turns on by default and beaver's toy config does not.
 
+Four sides: beaver padded and packed (`train.padding_free=true`), TRL at its default and TRL
+with `padding_free=True` (the batch flattened into one row, position ids restarting per
+sample; no flash attention on CPU, so transformers builds the block-diagonal mask for sdpa).
+TRL's `packing=True` (bfd) turns padding-free on too and regroups the samples into new rows of
+`max_length`, so its steps no longer see beaver's batches: it runs with `--trl-packing`.
+
     python benchmarks/bench_sft.py [--blocks 30] [--block-steps 4] [--replicas 2] [--threads 1]
 """
 
@@ -26,7 +32,7 @@ from trl_common import in_beaver_order, trl_args, trl_callback
 BATCH, LR, MAX_LEN, BETA2 = 32, 3e-3, 96, 0.95
 
 
-def beaver_side(pacer: Any, steps: int) -> None:
+def beaver_side(pacer: Any, steps: int, padding_free: bool = False) -> None:
     import beaver.stages.sft as sft
     from beaver.config import SFTConfig, load_config
 
@@ -48,13 +54,14 @@ def beaver_side(pacer: Any, steps: int) -> None:
             f"train.max_steps={steps}",
             "train.seed=42",
             "train.eval_strategy='no'",
+            f"train.padding_free={str(padding_free).lower()}",
             *prepare.COMMON,
         ],
     )
     step = sft.sft_step
 
-    def timed(engine: Any, batches: Any) -> Any:
-        out = step(engine, batches)
+    def timed(engine: Any, batches: Any, *args: Any) -> Any:
+        out = step(engine, batches, *args)
         pacer.step(units=out.tokens, loss=out.loss)
         return out
 
@@ -82,7 +89,7 @@ def sft_dataset() -> Any:
     ), tok
 
 
-def trl_side(pacer: Any, steps: int) -> None:
+def trl_side(pacer: Any, steps: int, padding_free: bool = False, packing: bool = False) -> None:
     import torch
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -90,9 +97,13 @@ def trl_side(pacer: Any, steps: int) -> None:
     data, tok = sft_dataset()
     data = in_beaver_order(data)  # beaver's train.seed is 42 too
     model = AutoModelForCausalLM.from_pretrained(prepare.WORLD / "model", dtype=torch.float32)
+    # padding-free without packing refuses a max_length (it would not enforce it); beaver's
+    # samples are already cut to MAX_LEN
+    max_length = None if padding_free and not packing else MAX_LEN
     args = trl_args(
-        SFTConfig, steps, "sft-trl", BATCH, learning_rate=LR, adam_beta2=BETA2, max_length=MAX_LEN
-    )
+        SFTConfig, steps, "sft-trl", BATCH, learning_rate=LR, adam_beta2=BETA2,
+        max_length=max_length, padding_free=padding_free, packing=packing,
+    )  # fmt: skip
     ref: list[Any] = []
     trainer = SFTTrainer(
         model=model,
@@ -122,13 +133,25 @@ def workload() -> dict[str, Any]:
 
 
 def main() -> dict[str, Any]:
-    a = report.bench_args(__doc__, blocks=30, block_steps=4, warmup_steps=10, replicas=2)
+    a = report.bench_args(
+        __doc__, blocks=30, block_steps=4, warmup_steps=10, replicas=2,
+        flags={"--trl-packing": "add TRL with packing=True (bfd), its own rows of max_length"},
+    )  # fmt: skip
     prepare.world()
     steps = a.steps
     prepare.clean_runs()
     peak = machine.gemm_peak_flops()
+    trl_fast = {"steps": steps, "padding_free": True}
+    sides_to_run = [
+        Side("beaver", beaver_side, {"steps": steps}),
+        Side("beaver-packed", beaver_side, {"steps": steps, "padding_free": True}),
+        Side("trl", trl_side, {"steps": steps}),
+        Side("trl-padding-free", trl_side, trl_fast),
+    ]
+    if a.trl_packing:
+        sides_to_run.append(Side("trl-packing", trl_side, {"steps": steps, "packing": True}))
     sides = interleave(
-        [Side("beaver", beaver_side, {"steps": steps}), Side("trl", trl_side, {"steps": steps})],
+        sides_to_run,
         warmup_steps=a.warmup_steps,
         block_steps=a.block_steps,
         blocks=a.blocks,
@@ -144,11 +167,12 @@ def main() -> dict[str, Any]:
     result = report.assemble(
         "sft",
         sides,
-        flops_per_unit={"beaver": per_token, "trl": per_token},
+        flops_per_unit={s.name: per_token for s in sides},
         unit="tok/s",
         peer="trl",
         peak=peak,
         workload=work,
+        cross_ratios=report.cross_ratios(sides, "beaver", "trl"),
         model_flops_per_token=per_token,
         trend=report.check_trends(sides, "down"),
         same_tokens=report.same_work(sides),

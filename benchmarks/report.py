@@ -88,6 +88,18 @@ def ratio(a: Side, b: Side) -> dict[str, float]:
     }
 
 
+def cross_ratios(sides: list[Side], ours: str, peers: str) -> dict[str, dict[str, float]]:
+    """`ratio` of every side named `ours*` to every side named `peers-*` (a peer's own
+    settings, e.g. TRL padding-free), keyed `ours/peer`."""
+    return {
+        f"{a.name}/{b.name}": ratio(a, b)
+        for a in sides
+        if a.name.startswith(ours)
+        for b in sides
+        if b.name.startswith(f"{peers}-")
+    }
+
+
 def write(name: str, result: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
@@ -139,6 +151,10 @@ def print_result(result: dict[str, Any]) -> None:
         print(f"same batches: {same['totals']} {same['key']} -> {'yes' if same['equal'] else 'NO'}")
     for key, value in result.get("split", {}).items():
         print(f"{key}: {value}")
+    for key, value in result.get("cross_ratios", {}).items():
+        print(
+            f"{key}: {value['median']}x (block pairs {value['paired_q1']} - {value['paired_q3']})"
+        )
 
 
 def assemble(
@@ -173,13 +189,21 @@ def assemble(
 
 
 def bench_args(
-    doc: str, blocks: int, block_steps: int, warmup_steps: int, replicas: int = 1
+    doc: str,
+    blocks: int,
+    block_steps: int,
+    warmup_steps: int,
+    replicas: int = 1,
+    flags: dict[str, str] | None = None,
 ) -> Any:
     """The command line every benchmark takes: how many blocks of how many steps, in how many
-    processes per side, with how many threads."""
+    processes per side, with how many threads; `flags`: a benchmark's own on/off switches
+    (name: help)."""
     import argparse
 
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for flag, text in (flags or {}).items():
+        p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--blocks", type=int, default=blocks, help="timed blocks per side (>= 5)")
     p.add_argument("--block-steps", type=int, default=block_steps, help="steps per block")
     p.add_argument("--warmup-steps", type=int, default=warmup_steps, help="untimed first steps")

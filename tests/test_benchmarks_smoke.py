@@ -174,3 +174,18 @@ def test_gpu_script_runs_on_cpu_in_smoke_mode() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ppo_lag:" in done.stdout
+
+
+def test_cross_ratios_pair_each_beaver_side_with_each_peer_setting() -> None:
+    def side(name: str, units: float) -> harness.Side:
+        s = harness.Side(name, sleepy_side)
+        s.blocks = [[{"seconds": 1.0, "units": units}] for _ in range(3)]
+        return s
+
+    sides = [side("beaver", 4.0), side("beaver-packed", 6.0), side("trl", 3.0)]
+    sides.append(side("trl-padding-free", 2.0))
+    cross = report.cross_ratios(sides, "beaver", "trl")
+    # the default `trl` is the main peer (`ratios`), not a cross ratio
+    assert set(cross) == {"beaver/trl-padding-free", "beaver-packed/trl-padding-free"}
+    assert cross["beaver-packed/trl-padding-free"]["median"] == pytest.approx(3.0)
+    assert cross["beaver/trl-padding-free"]["median"] == pytest.approx(2.0)

@@ -131,3 +131,50 @@ def test_two_cost_streams_are_weighed_by_their_own_multipliers() -> None:
     # (2 - 0.5 * 1 - 1 * (-2)) / 2.5 = 3.5 / 2.5 = 1.4
     swapped = targets.actor_advantages([0.5, 1.0], mask, whiten_them=False)
     assert swapped.tolist() == [[pytest.approx(1.4), 0.0]]
+
+
+def test_length_groups_sort_by_length_and_cover_every_row_once() -> None:
+    lengths = torch.tensor([5, 1, 3, 2, 4, 6])
+    groups = step_mod.length_groups(lengths, 2, torch.Generator().manual_seed(0))
+    # sorted 1, 2 | 3, 4 | 5, 6: rows (1, 3), (2, 4), (0, 5), the groups in a random order
+    assert sorted(sorted(g.tolist()) for g in groups) == [[0, 5], [1, 3], [2, 4]]
+    plan = UpdatePlan(PPOCfg(update_iters=2), micro_batch_size=4, temperature=1.0)
+    batches = list(plan.micro_batches(6, torch.Generator().manual_seed(1), lengths))
+    assert [k for k, _ in batches] == [0, 1, 0, 1]  # as many micro-batches as shuffled rows
+    for first in (0, 2):  # each pass covers every row once
+        rows = torch.cat([batches[first][1], batches[first + 1][1]])
+        assert sorted(rows.tolist()) == list(range(6))
+
+
+def test_trimmed_micro_batch_gives_the_same_actor_and_critic_losses() -> None:
+    from beaver.algo import Rollout, critic_loss, ppo_actor_loss
+    from beaver.models.batching import pad_batch
+    from beaver.models.forward import response_logprobs, response_values
+
+    models = rollout_models(pad=0, cost=False)
+    prompts, p_mask = pad_batch([[1, 5, 6], [1, 7], [1, 8], [1, 9, 10, 11]], 0, "left")
+    responses, r_mask = pad_batch([[12, 2], [13], [14, 15, 2], [16, 17, 18, 19, 2]], 0)
+    torch.manual_seed(0)
+    shape = responses.shape
+    rollout = Rollout(
+        prompt_ids=prompts, prompt_mask=p_mask, response_ids=responses, response_mask=r_mask,
+        has_eos=torch.ones(4, dtype=torch.bool), logp=-torch.rand(shape), ref_logp=-torch.rand(shape),
+        reward=torch.randn(4), values=torch.randn(shape),
+    )  # fmt: skip
+    targets = step_mod.Targets(torch.randn(shape), torch.randn(shape))
+    mb, tg = rollout.select(torch.tensor([1, 2])), targets.select(torch.tensor([1, 2]))
+    short, short_tg = step_mod.trim(mb, tg)
+    assert short.prompt_ids.shape == (2, 2) and short.response_ids.shape == (2, 3)
+    assert short.prompt_ids.tolist() == [[1, 7], [1, 8]]
+
+    def losses(m: Rollout, t: step_mod.Targets) -> tuple[torch.Tensor, torch.Tensor]:
+        plen = m.prompt_ids.shape[1]
+        logp, _ = response_logprobs(models.actor, m.input_ids, m.attention_mask, plen)
+        actor = ppo_actor_loss(logp, m.logp, t.reward_advantages, m.response_mask).loss
+        values = response_values(models.reward_critic, m.input_ids, m.attention_mask, plen)
+        assert m.values is not None and t.reward_returns is not None
+        return actor, critic_loss(values, m.values, t.reward_returns, m.response_mask)
+
+    with torch.no_grad():
+        for full, cut in zip(losses(mb, tg), losses(short, short_tg), strict=True):
+            torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-5)

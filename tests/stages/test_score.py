@@ -172,6 +172,18 @@ def test_token_wise_cost_loss_is_refused() -> None:
     assert result.exit_code == 2 and "sequence-wise" in result.output
 
 
+def test_padding_free_token_wise_reward_loss_is_refused() -> None:
+    args = ["rm", "output_dir=o", "model.name_or_path=m", "data.train=[d]"]
+    ok = runner.invoke(app, [*args, "train.padding_free=true", "--print-config"])
+    assert ok.exit_code == 0, ok.output
+    result = runner.invoke(
+        app, [*args, "train.padding_free=true", "score.loss_type=token", "--print-config"]
+    )
+    assert (
+        result.exit_code == 2 and "train.padding_free with score.loss_type=token" in result.output
+    )
+
+
 HEADS = "score.heads=[crime,insult,privacy,violence]"
 
 

@@ -152,11 +152,11 @@ def test_sigterm_saves_checkpoint_and_exits_143(
 
     real_step, calls = sft.sft_step, []
 
-    def step(engine: Any, batches: list[Any]) -> Any:
+    def step(engine: Any, batches: list[Any], *args: Any) -> Any:
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(engine, batches)
+        return real_step(engine, batches, *args)
 
     monkeypatch.setattr(sft, "sft_step", step)
     out = tmp_path / "run"
@@ -221,6 +221,31 @@ def test_two_cpu_ranks_through_the_launcher(world: Path, tmp_path: Path) -> None
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0] - 1.0
     assert json.loads((out / "summary.json").read_text())["steps"] == 24
     assert AutoModelForCausalLM.from_pretrained(out / "model") is not None
+
+
+def test_padding_free_trains_as_padded_and_resumes_exactly(world: Path, tmp_path: Path) -> None:
+    """Packed rows: the same losses as padded ones, and 8 steps + resume + 4 steps == 12
+    steps straight (a constant schedule, so stopping early does not change the rates)."""
+    common = ("optim.scheduler=constant", "optim.warmup_ratio=0.0", "train.eval_strategy='no'")
+    packed = ("train.padding_free=true", *common)
+    runs = {
+        "padded": [(*common, "train.max_steps=12")],
+        "packed": [(*packed, "train.max_steps=12")],
+        "resumed": [
+            (*packed, "train.max_steps=8", "train.save_every=4"),
+            (*packed, "train.max_steps=12", "train.resume=auto"),
+        ],
+    }
+    losses = {}
+    for name, parts in runs.items():
+        for extra in parts:
+            result = invoke(sft_args(world, tmp_path / name, *extra))
+            assert result.exit_code == 0, result.output
+        losses[name] = [r["loss"] for r in metrics(tmp_path / name) if "loss" in r]
+    assert len(losses["packed"]) == 3 and losses["resumed"] == pytest.approx(
+        losses["packed"], abs=1e-6
+    )
+    assert losses["packed"] == pytest.approx(losses["padded"], abs=1e-4)
 
 
 @pytest.mark.dist

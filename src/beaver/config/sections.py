@@ -153,6 +153,10 @@ class LoopCfg(Section):
     """Seed for model init, data order and sampling (offset per rank)."""
     max_bad_steps: int = Field(3, gt=0)
     """Consecutive steps with a non-finite loss or gradient norm before the run stops."""
+    padding_free: bool = False
+    """Train on packed rows (several sequences per row, position ids restarting at 0, no
+    padding computed) instead of padded ones; losses and gradients are the same
+    (`beaver.models.packing`)."""
 
 
 class TrainCfg(LoopCfg):

@@ -133,6 +133,12 @@ class ScoreConfig(OneModelStage):
                 "score.loss_type=token is for reward models; the cost loss is "
                 "sequence-wise (pairwise and sign terms on end scores)"
             )
+        if self.train.padding_free and self.score.loss_type == "token":
+            raise ValueError(
+                "train.padding_free with score.loss_type=token: the token-wise loss reads the "
+                "shorter answer's scores on its padding, which packed rows do not compute; "
+                "set train.padding_free=false or score.loss_type=sequence"
+            )
         return self
 
 
@@ -162,6 +168,10 @@ class PPOCfg(Section):
     """Normalise advantages over the batch before the actor loss."""
     update_iters: int = Field(1, gt=0)
     """Passes over each rollout batch."""
+    length_grouped: bool = False
+    """Micro-batches of episodes of similar length, each trimmed to its own longest prompt and
+    response, in a random order per pass (instead of shuffled rows at the rollout's width);
+    with `train.padding_free` the rows are packed instead and this is not needed."""
     ptx_coeff: float = Field(16.0, ge=0.0)
     """Weight of the language-modelling loss on PTX batches in the actor step."""
     missing_eos_penalty: float = Field(0.0, ge=0.0)

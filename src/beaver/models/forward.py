@@ -12,22 +12,38 @@ response tokens: column t holds the value for response token t, computed at posi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from beaver.algo import logprobs_from_logits, position_ids_from_attention_mask
 from beaver.models.batching import TokenIds, padded_batches
+from beaver.models.packing import causal_lm_logits
 from beaver.models.saving import unwrap
 
 
+def _score_output(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, padding_free: bool
+) -> Any:
+    # the keyword only when set: any score model (or engine around one) takes the padded call
+    if padding_free:
+        return model(input_ids=input_ids, attention_mask=attention_mask, padding_free=True)
+    return model(input_ids=input_ids, attention_mask=attention_mask)
+
+
 def score_sequences(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, *, normalize: bool = False
+    model: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    *,
+    normalize: bool = False,
+    padding_free: bool = False,
 ) -> Tensor:
     """(B,) fp32 end scores of a score model at each sequence's last real token (padding on
     either side); `normalize`: in the normaliser's units (reward (x - mu) / sigma, cost
-    x / sigma; identity without a normaliser)."""
-    scores = model(input_ids=input_ids, attention_mask=attention_mask).end_scores
+    x / sigma; identity without a normaliser); `padding_free`: computed on packed rows."""
+    scores = _score_output(model, input_ids, attention_mask, padding_free).end_scores
     if normalize:
         scores = unwrap(model).normalize(scores)  # type: ignore[operator]
     return scores.float()
@@ -58,18 +74,22 @@ def response_logprobs(
     attention_mask: Tensor,
     prompt_len: int,
     temperature: float = 1.0,
+    padding_free: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """(B, T) fp32 log-probs of the tokens from column `prompt_len` on, and the (B, T, V)
     logits they came from (divided by `temperature` when it is neither 0 nor 1, so that they
     are the distribution sampled from). Positions come from the mask: left padding does not
-    shift them."""
-    position_ids = position_ids_from_attention_mask(attention_mask)
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-    ).logits
+    shift them. `padding_free`: computed on packed rows (logits 0 at the padding)."""
+    if padding_free:
+        logits = causal_lm_logits(model, input_ids, attention_mask, padding_free=True)
+    else:
+        position_ids = position_ids_from_attention_mask(attention_mask)
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).logits
     logits = logits[:, prompt_len - 1 : -1]  # position P + t - 1 predicts response token t
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
@@ -77,8 +97,13 @@ def response_logprobs(
 
 
 def response_values(
-    critic: nn.Module, input_ids: Tensor, attention_mask: Tensor, prompt_len: int
+    critic: nn.Module,
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    prompt_len: int,
+    padding_free: bool = False,
 ) -> Tensor:
-    """(B, T) critic values aligned with the response tokens (from position P + t - 1)."""
-    scores = critic(input_ids=input_ids, attention_mask=attention_mask).scores  # (B, P + T)
+    """(B, T) critic values aligned with the response tokens (from position P + t - 1);
+    `padding_free`: computed on packed rows."""
+    scores = _score_output(critic, input_ids, attention_mask, padding_free).scores  # (B, P + T)
     return scores[:, prompt_len - 1 : -1]

@@ -63,9 +63,14 @@ def pair_inputs(
     return ids, mask
 
 
-def pair_forward(model: Any, batch: dict[str, Tensor], objective: Objective) -> Any:
-    """One forward pass over both halves of a pair batch (per-token and end scores)."""
+def pair_forward(
+    model: Any, batch: dict[str, Tensor], objective: Objective, padding_free: bool = False
+) -> Any:
+    """One forward pass over both halves of a pair batch (per-token and end scores); packed
+    rows when `padding_free`."""
     ids, mask = pair_inputs(batch, pair_keys(objective))
+    if padding_free:
+        return model(input_ids=ids, attention_mask=mask, padding_free=True)
     return model(input_ids=ids, attention_mask=mask)
 
 

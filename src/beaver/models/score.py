@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from beaver.algo import Normalizer, ScoreKind, build_normalizer, gather_end_scores
 from beaver.algo.masks import last_token_index, position_ids_from_attention_mask
 from beaver.files import read_json, write_json
+from beaver.models.packing import pack, unpack
 
 if TYPE_CHECKING:
     from beaver.engine.build import DeepSpeedSpec
@@ -100,15 +101,30 @@ class ScoreModel(nn.Module):
         """The backbone's HF config (DeepSpeed and generation helpers look for `.config`)."""
         return self.backbone.config
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> ScoreOutput:
-        # Left padding must not shift positions: ids from the mask, not from the column index.
-        position_ids = position_ids_from_attention_mask(attention_mask)
-        hidden = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
-        ).last_hidden_state
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, padding_free: bool = False
+    ) -> ScoreOutput:
+        """`padding_free`: the backbone runs on packed rows (`beaver.models.packing`), its
+        hidden states put back in the padded layout, so every output is the padded one's."""
+        if padding_free:
+            packed = pack(input_ids, attention_mask)
+            hidden = unpack(
+                packed,
+                self.backbone(
+                    input_ids=packed.input_ids,
+                    position_ids=packed.position_ids,
+                    use_cache=False,
+                ).last_hidden_state,
+            )
+        else:
+            # Left padding must not shift positions: ids from the mask, not the column index.
+            position_ids = position_ids_from_attention_mask(attention_mask)
+            hidden = self.backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            ).last_hidden_state
         scores = self.score_head(hidden).squeeze(-1)  # (B, L) fp32
         end = gather_end_scores(scores, attention_mask)
         if self.category_head is None:

@@ -56,6 +56,7 @@ from beaver.engine.stage import train_one_model
 from beaver.models.batching import pad_batch
 from beaver.models.forward import response_logprobs
 from beaver.models.loading import check_models, dtype_of, load_causal_lm, load_tokenizer
+from beaver.models.packing import causal_lm_logits
 from beaver.models.pairs import pair_inputs
 from beaver.models.saving import save_hf
 from beaver.stages.rollout import RolloutOptions, sample_responses
@@ -103,12 +104,15 @@ class PairData(Dataset[dict[str, Any]]):
         return out
 
 
-def pair_logps(model: Any, batch: dict[str, Tensor], keys: tuple[str, str]) -> Tensor:
+def pair_logps(
+    model: Any, batch: dict[str, Tensor], keys: tuple[str, str], padding_free: bool = False
+) -> Tensor:
     """(B, 2) fp32 log pi(answer | prompt) of both sides, summed over the answer tokens (EOS
-    included), from one forward pass over the (2B, L) concatenation."""
+    included), from one forward pass over the (2B, L) concatenation (packed rows when
+    `padding_free`)."""
     ids, mask = pair_inputs(batch, keys)  # (2B, L)
     _, answer = pair_inputs(batch, keys, "response_mask")
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits  # (2B, L, V)
+    logits = causal_lm_logits(model, ids, mask, padding_free=padding_free)  # (2B, L, V)
     logp = shifted_logprobs(logits, ids)  # (2B, L - 1): token t + 1 from position t
     seq = masked_sum(logp, answer[:, 1:], dim=-1)  # (2B,)
     return seq.view(2, -1).t()  # (B, 2)
@@ -143,16 +147,17 @@ class Setup:
     delta: float
     ref: Any  # frozen reference engine, None when its log-probs were precomputed
     synced_gpus: bool = False  # ZeRO-3 over several ranks: generate() steps all ranks together
+    padding_free: bool = False  # the policy's and reference's passes on packed rows
 
 
 def pair_loss(engine: Any, batch: dict[str, Tensor], s: Setup) -> tuple[Tensor, dict[str, float]]:
     """The DPO loss of one micro-batch and its metrics (means over the micro-batch's pairs)."""
-    logps = pair_logps(engine, batch, s.method.keys)
+    logps = pair_logps(engine, batch, s.method.keys, s.padding_free)
     if "ref_logps" in batch:
         ref = batch["ref_logps"].float()
     else:
         with torch.no_grad():
-            ref = pair_logps(s.ref, batch, s.method.keys)
+            ref = pair_logps(s.ref, batch, s.method.keys, s.padding_free)
     swap, margin = order(batch, s.method, s.delta)
     chosen, rejected = chosen_rejected(logps, swap)
     ref_chosen, ref_rejected = chosen_rejected(ref, swap)
@@ -317,7 +322,10 @@ def run(cfg: DPOConfig) -> None:
             torch.cuda.empty_cache()
     beta = sacpo_beta(cfg.dpo.beta, cfg.dpo.sacpo_lambda) if method.sacpo else cfg.dpo.beta
     synced = frozen.zero3 and dist.world_size() > 1
-    s = Setup(method, beta, cfg.dpo.label_smoothing, cfg.dpo.safety_margin, ref, synced)
+    s = Setup(
+        method, beta, cfg.dpo.label_smoothing, cfg.dpo.safety_margin, ref, synced,
+        cfg.train.padding_free,
+    )  # fmt: skip
 
     train_one_model(
         cfg,

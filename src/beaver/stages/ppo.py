@@ -190,6 +190,8 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
         samples_per_prompt=cfg.generation.num_return_sequences,
         scale_advantages=cfg.rloo.scale_advantages,
         sequence_ratio=spec.critic_free and cfg.rloo.ratio == "sequence",
+        padding_free=train.padding_free,
+        length_grouped=cfg.ppo.length_grouped and not train.padding_free,
     )
     episodes = cfg.ppo.rollout_batch_size * cfg.generation.num_return_sequences
     updates = rollouts * plan.updates_per_rollout(episodes)

@@ -12,6 +12,7 @@ an update without a critic or a controller trains and weighs nothing for it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -59,14 +60,26 @@ class UpdatePlan:
     """RLOO: each stream's advantages divided by their std over the rollout."""
     sequence_ratio: bool = False
     """One clipped ratio per response (`sequence_actor_loss`) instead of one per token."""
+    padding_free: bool = False
+    """The actor's and critics' training passes on packed rows (`beaver.models.packing`)."""
+    length_grouped: bool = False
+    """Micro-batches of episodes of similar length, each trimmed to its own longest prompt and
+    response (`length_groups`), instead of shuffled rows at the rollout's full width."""
 
-    def micro_batches(self, n: int, generator: torch.Generator) -> Iterator[tuple[int, Tensor]]:
-        """(k, rows) of every micro-batch of a rollout of `n` episodes: `update_iters` shuffled
-        passes, k counting the micro-batches of each pass."""
+    def micro_batches(
+        self, n: int, generator: torch.Generator, lengths: Tensor | None = None
+    ) -> Iterator[tuple[int, Tensor]]:
+        """(k, rows) of every micro-batch of a rollout of `n` episodes: `update_iters` passes,
+        k counting the micro-batches of each pass; shuffled rows, or with the episodes'
+        `lengths` (length-grouped plans) `length_groups`."""
+        size = self.micro_batch_size
         for _ in range(self.ppo.update_iters):
-            order = torch.randperm(n, generator=generator)
-            for k, start in enumerate(range(0, n, self.micro_batch_size)):
-                yield k, order[start : start + self.micro_batch_size]
+            if lengths is None:
+                order = torch.randperm(n, generator=generator)
+                groups = [order[start : start + size] for start in range(0, n, size)]
+            else:
+                groups = length_groups(lengths, size, generator)
+            yield from enumerate(groups)
 
     def updates_per_rollout(self, episodes: int) -> int:
         """Actor (and critic) updates made on a rollout of `episodes` episodes."""
@@ -107,6 +120,42 @@ class Targets:
             streams = self.cost_advantages.unbind(dim=1)  # K x (B, T)
             adv = combined_advantage_multi(adv, streams, lams)
         return whiten(adv, mask) if whiten_them else adv
+
+
+def length_groups(lengths: Tensor, size: int, generator: torch.Generator) -> list[Tensor]:
+    """Rows sorted by `lengths` (ties in a random order) cut into micro-batches of `size`, the
+    micro-batches in a random order: as many as shuffled rows make, each as narrow as can be."""
+    tiebreak = torch.randperm(len(lengths), generator=generator)
+    order = tiebreak[torch.argsort(lengths[tiebreak], stable=True)]
+    groups = [order[start : start + size] for start in range(0, len(order), size)]
+    return [groups[int(i)] for i in torch.randperm(len(groups), generator=generator)]
+
+
+def trim(mb: Rollout, tg: Targets) -> tuple[Rollout, Targets]:
+    """A micro-batch without the columns that are padding in all its rows: the left prompt
+    padding beyond its longest prompt, the response columns beyond its longest response
+    (every loss masks them, so nothing trained changes)."""
+    p = int(mb.prompt_mask.sum(dim=1).max())
+    t = int(mb.response_mask.sum(dim=1).max())
+    width = mb.prompt_ids.shape[1]
+
+    def cut(x: Tensor | None, response: bool = True) -> Tensor | None:
+        if x is None or x.dim() < 2:
+            return x
+        return x[..., :t] if response else x[:, width - p :]
+
+    fields = {
+        "prompt_ids": cut(mb.prompt_ids, False), "prompt_mask": cut(mb.prompt_mask, False),
+        "response_ids": cut(mb.response_ids), "response_mask": cut(mb.response_mask),
+        "logp": cut(mb.logp), "ref_logp": cut(mb.ref_logp), "values": cut(mb.values),
+        "cost_values": cut(mb.cost_values),
+    }  # fmt: skip
+    advantages = cut(tg.reward_advantages)
+    assert advantages is not None
+    targets = Targets(
+        advantages, cut(tg.reward_returns), cut(tg.cost_advantages), cut(tg.cost_returns)
+    )
+    return dataclasses.replace(mb, **fields), targets  # type: ignore[arg-type]
 
 
 def compute_targets(rollout: Rollout, plan: UpdatePlan) -> Targets:
@@ -166,11 +215,15 @@ def actor_step(
     temperature: float,
     ptx_batch: dict[str, Tensor] | None = None,
     sequence_ratio: bool = False,
+    padding_free: bool = False,
 ) -> dict[str, float]:
-    """Clipped policy loss (+ ptx_coeff x LM loss on a PTX batch), one backward, one step."""
+    """Clipped policy loss (+ ptx_coeff x LM loss on a PTX batch), one backward, one step;
+    `padding_free`: the forward on packed rows."""
     actor.train()
     plen = mb.prompt_ids.shape[1]
-    logp, logits = response_logprobs(actor, mb.input_ids, mb.attention_mask, plen, temperature)
+    logp, logits = response_logprobs(
+        actor, mb.input_ids, mb.attention_mask, plen, temperature, padding_free
+    )
     loss_fn = sequence_actor_loss if sequence_ratio else ppo_actor_loss
     out = loss_fn(logp, mb.logp, advantages, mb.response_mask, ppo.clip_range_ratio)
     loss = out.loss
@@ -192,11 +245,18 @@ def actor_step(
 
 
 def critic_step(
-    critic: nn.Module, mb: Rollout, old_values: Tensor, returns: Tensor, ppo: PPOCfg
+    critic: nn.Module,
+    mb: Rollout,
+    old_values: Tensor,
+    returns: Tensor,
+    ppo: PPOCfg,
+    padding_free: bool = False,
 ) -> float:
-    """Clipped value loss of one critic, one backward, one step."""
+    """Clipped value loss of one critic, one backward, one step; `padding_free`: the forward
+    on packed rows."""
     critic.train()
-    values = response_values(critic, mb.input_ids, mb.attention_mask, mb.prompt_ids.shape[1])
+    plen = mb.prompt_ids.shape[1]
+    values = response_values(critic, mb.input_ids, mb.attention_mask, plen, padding_free)
     loss = critic_loss(values, old_values, returns, mb.response_mask, ppo.clip_range_value)
     _backward_step(critic, loss)
     return loss.item()
@@ -226,20 +286,30 @@ def update(
     reference's cadence) reaches the advantage at once. Whitening, when on, is per micro-batch.
     """
     ppo, stats = plan.ppo, []
-    for k, index in plan.micro_batches(rollout.batch_size, generator):
+    if plan.length_grouped:
+        lengths = rollout.prompt_mask.sum(dim=1) + rollout.response_mask.sum(dim=1)
+        batches = plan.micro_batches(rollout.batch_size, generator, lengths.cpu())
+    else:
+        batches = plan.micro_batches(rollout.batch_size, generator)
+    for k, index in batches:
         mb, tg = rollout.select(index), targets.select(index)
+        if plan.length_grouped:
+            mb, tg = trim(mb, tg)
         ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
         lams = [c.on_step() for c in controllers] if controllers else None
         adv = tg.actor_advantages(lams, mb.response_mask, ppo.whiten_advantages)
-        s = actor_step(models.actor, mb, adv, ppo, plan.temperature, ptx, plan.sequence_ratio)
+        packed = plan.padding_free
+        s = actor_step(
+            models.actor, mb, adv, ppo, plan.temperature, ptx, plan.sequence_ratio, packed
+        )
         if models.reward_critic is not None:
             assert mb.values is not None and tg.reward_returns is not None
             s["train/reward_critic_loss"] = critic_step(
-                models.reward_critic, mb, mb.values, tg.reward_returns, ppo
+                models.reward_critic, mb, mb.values, tg.reward_returns, ppo, packed
             )
         for j, critic in enumerate(models.cost_critics):
             assert mb.cost_values is not None and tg.cost_returns is not None
-            loss = critic_step(critic, mb, mb.cost_values[:, j], tg.cost_returns[:, j], ppo)
+            loss = critic_step(critic, mb, mb.cost_values[:, j], tg.cost_returns[:, j], ppo, packed)
             s.update(per_constraint("train/cost_critic_loss", names, j, loss))
         stats.append(s)
     return stats

@@ -115,14 +115,19 @@ def _row(row: int | None) -> str:
 
 
 def score_step(
-    engine: Any, micro_batches: list[dict[str, Tensor]], objective: Objective, score: ScoreCfg
+    engine: Any,
+    micro_batches: list[dict[str, Tensor]],
+    objective: Objective,
+    score: ScoreCfg,
+    padding_free: bool = False,
 ) -> StepResult:
-    """One optimiser step over the micro-batches; normaliser statistics follow the end scores."""
+    """One optimiser step over the micro-batches; normaliser statistics follow the end scores.
+    `padding_free`: each micro-batch runs packed (same loss and gradients, no padding)."""
     model: ScoreModel = unwrap(engine)  # type: ignore[assignment]
     losses, metrics, tokens, samples = [], [], 0, 0
     for batch in micro_batches:
         batch = to_device(batch, engine.device)
-        out = pair_forward(engine, batch, objective)
+        out = pair_forward(engine, batch, objective, padding_free)
         loss, m = pair_loss(out, batch, objective, score)
         engine.backward(loss)
         engine.step()
@@ -196,7 +201,9 @@ def run(cfg: ScoreConfig) -> None:
         cfg.optim,
         datasets,
         load_model,
-        step=lambda engine, batches: score_step(engine, batches, objective, cfg.score),
+        step=lambda engine, batches: score_step(
+            engine, batches, objective, cfg.score, cfg.train.padding_free
+        ),
         evaluate=lambda engine, loader: evaluate(engine, loader, objective),
         save=lambda engine, out: save_score(engine, tokenizer, out, cfg.model.lora.save_merged),
     )

@@ -31,6 +31,7 @@ from beaver.models.loading import (
     load_causal_lm,
     load_tokenizer,
 )
+from beaver.models.packing import causal_lm_logits
 from beaver.models.saving import save_hf
 
 IGNORE_INDEX = -100
@@ -53,14 +54,17 @@ def sft_loss(logits: Tensor, labels: Tensor) -> Tensor:
     return masked_mean(nll, mask)
 
 
-def sft_step(engine: Any, micro_batches: list[dict[str, Tensor]]) -> StepResult:
-    """One optimiser step: forward + backward per micro-batch; DeepSpeed steps at the boundary."""
+def sft_step(
+    engine: Any, micro_batches: list[dict[str, Tensor]], padding_free: bool = False
+) -> StepResult:
+    """One optimiser step: forward + backward per micro-batch; DeepSpeed steps at the boundary.
+    `padding_free`: each micro-batch runs packed (same loss and gradients, no padding)."""
     losses, tokens, samples = [], 0, 0
     for batch in micro_batches:
         batch = to_device(batch, engine.device)
-        logits = engine(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).logits
+        logits = causal_lm_logits(
+            engine, batch["input_ids"], batch["attention_mask"], padding_free=padding_free
+        )
         loss = sft_loss(logits, batch["labels"])
         engine.backward(loss)
         engine.step()
@@ -113,7 +117,8 @@ def run(cfg: SFTConfig) -> None:
         cfg.optim,
         make_datasets("supervised", cfg.data, tokenizer),
         load_model,
-        step=sft_step,
+        # looked up at call time: tests replace `sft_step` on the module
+        step=lambda engine, batches: sft_step(engine, batches, cfg.train.padding_free),
         evaluate=evaluate,
         save=lambda engine, out: save_hf(engine, tokenizer, out, cfg.model.lora.save_merged),
     )
