@@ -202,6 +202,12 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
         synced_gpus=specs.actor.zero3 and dist.world_size() > 1,
         decode=make_decoder(actor_tok),
     )
+    if cfg.generation.engine == "vllm":
+        from beaver.models.vllm_engine import VLLMSampler
+
+        max_len = cfg.data.max_length + cfg.generation.max_new_tokens
+        sampler = VLLMSampler(models.actor, actor_tok, cfg.generation, max_len, train.seed)
+        opts = replace(opts, sampler=sampler)
     ptx_loader = None
     if cfg.data.ptx:
         from beaver.data import build_dataset
@@ -281,6 +287,9 @@ def observe_costs(
 def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: Any) -> StepResult:
     """One rollout batch: sample, score, move lambda, compute targets, update actor and critics."""
     batch = to_device(batch, dist.device())
+    sync = {}
+    if parts.opts.sampler is not None:  # the last update's (or a resumed run's) weights to vLLM
+        sync["time/weight_sync"] = parts.opts.sampler.push(parts.models.actor)
     rollout, timings = collect_rollout(
         parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize,
         prompts_of(batch),
@@ -303,7 +312,7 @@ def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: A
         metrics[key] = sum(s[key] for s in stats) / len(stats)
     for k, controller in enumerate(parts.controllers):
         metrics.update(per_constraint("lagrange/lambda", parts.names, k, controller.lambda_))
-    metrics.update(timings)
+    metrics.update(timings | sync)
     tokens = int(rollout.attention_mask.sum())
     return StepResult(
         loss=metrics["train/actor_loss"], metrics=metrics, tokens=tokens, samples=rollout.batch_size

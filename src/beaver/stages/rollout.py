@@ -96,6 +96,7 @@ class RolloutOptions:
     lambda_fixed: float | None = None  # reward shaping: R - lambda_fixed * C
     decode: Any = None  # response ids (B, T) + mask -> texts, for sources that read text
     synced_gpus: bool = False  # ZeRO-3 over several ranks: all ranks step generate() together
+    sampler: Any = None  # generation.engine=vllm: the VLLMSampler (beaver.models.vllm_engine)
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,15 @@ def sample_responses(
     """Generate with the KV cache. Returns prompt ids/mask repeated per sample (B, P) and
     response ids (B, T), B = prompts x num_return_sequences."""
     gen = opts.generation
+    n = gen.num_return_sequences
+    if opts.sampler is not None:  # vLLM; its seed from the global RNG, which checkpoints keep
+        seed = int(torch.randint(2**31, ()))
+        responses = opts.sampler.sample(prompt_ids, prompt_mask, seed=seed)
+        return prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0), responses
     kwargs = generation_kwargs(gen, _TokenIds(opts.eos_token_id, opts.pad_token_id))
     out = unwrap(actor).generate(  # type: ignore[operator]
         input_ids=prompt_ids, attention_mask=prompt_mask, synced_gpus=opts.synced_gpus, **kwargs
     )
-    n = gen.num_return_sequences
     prompt_len = prompt_ids.shape[1]
     return (
         prompt_ids.repeat_interleave(n, dim=0),
