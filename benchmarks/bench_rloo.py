@@ -99,9 +99,9 @@ def beaver_reward(tok: Any) -> Any:
     a completion without EOS: the numbers `beaver rloo` gets for the same tokens."""
     import torch
 
+    from beaver.config import ModelCfg
     from beaver.models.batching import pad_batch
     from beaver.models.forward import score_sequences
-    from beaver.config import ModelCfg
     from beaver.models.score import load_score_model
 
     rm = load_score_model(ModelCfg(name_or_path=str(prepare.RM_MODEL)), torch.float32).eval()

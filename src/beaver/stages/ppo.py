@@ -214,6 +214,12 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
             cfg.generation, cfg.ppo.logprobs_from_sampling
         ),
     )
+    if cfg.generation.engine == "vllm":
+        from beaver.models.vllm_engine import VLLMSampler
+
+        max_len = cfg.data.max_length + cfg.generation.max_new_tokens
+        sampler = VLLMSampler(models.actor, actor_tok, cfg.generation, max_len, train.seed)
+        opts = replace(opts, sampler=sampler)
     ptx_loader = None
     if cfg.data.ptx:
         from beaver.data import build_dataset
@@ -293,6 +299,9 @@ def observe_costs(
 def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: Any) -> StepResult:
     """One rollout batch: sample, score, move lambda, compute targets, update actor and critics."""
     batch = to_device(batch, dist.device())
+    sync = {}
+    if parts.opts.sampler is not None:  # the last update's (or a resumed run's) weights to vLLM
+        sync["time/weight_sync"] = parts.opts.sampler.push(parts.models.actor)
     rollout, measured = collect_rollout(
         parts.models, batch["input_ids"], batch["attention_mask"], parts.opts, parts.retokenize,
         prompts_of(batch),
@@ -315,7 +324,7 @@ def ppo_step(cfg: PPOConfig, parts: PPOParts, batch: dict[str, Any], ptx_iter: A
         metrics[key] = sum(s[key] for s in stats) / len(stats)
     for k, controller in enumerate(parts.controllers):
         metrics.update(per_constraint("lagrange/lambda", parts.names, k, controller.lambda_))
-    metrics.update(measured)  # times, reward terms
+    metrics.update(measured | sync)  # times, reward terms
     tokens = int(rollout.attention_mask.sum())
     return StepResult(
         loss=metrics["train/actor_loss"], metrics=metrics, tokens=tokens, samples=rollout.batch_size

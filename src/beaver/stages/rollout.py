@@ -157,6 +157,7 @@ class RolloutOptions:
     synced_gpus: bool = False  # ZeRO-3 over several ranks: all ranks step generate() together
     # old log-probs from the sampling scores (the stage sets it from `ppo.logprobs_from_sampling`)
     sampled_logprobs: SampledLogprobs = field(default_factory=lambda: SampledLogprobs("off"))
+    sampler: Any = None  # generation.engine=vllm: the VLLMSampler (beaver.models.vllm_engine)
 
 
 @dataclass(frozen=True)
@@ -190,12 +191,17 @@ def sample_with_logprobs(
     """`sample_responses`, plus (B, T) fp32 log-probs of each response token under the scores
     it was drawn from (after `generate`'s logits processors; None unless `with_logprobs`)."""
     gen = opts.generation
+    n = gen.num_return_sequences
+    if opts.sampler is not None:  # vLLM; its seed from the global RNG, which checkpoints keep
+        seed = int(torch.randint(2**31, ()))
+        responses = opts.sampler.sample(prompt_ids, prompt_mask, seed=seed)
+        repeated = prompt_ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0)
+        return *repeated, responses, None  # log-probs from the training model
     kwargs = generation_kwargs(gen, _TokenIds(opts.eos_token_id, opts.pad_token_id))
     out = unwrap(actor).generate(  # type: ignore[operator]
         input_ids=prompt_ids, attention_mask=prompt_mask, synced_gpus=opts.synced_gpus,
         return_dict_in_generate=True, output_scores=with_logprobs, **kwargs,
     )  # fmt: skip
-    n = gen.num_return_sequences
     response_ids = out.sequences[:, prompt_ids.shape[1] :]
     logp = None
     if with_logprobs:  # one (B, V) step at a time: no (B, T, V) copy
