@@ -131,15 +131,16 @@ def trl_side(pacer: Any, steps: int) -> None:
     assert same, "the prompts' text does not tokenise back to beaver's ids"
 
     class PacerCallback(TrainerCallback):
-        reward = 0.0
+        """One pacer step per optimiser step, at its log (logging_steps 1), which the Trainer
+        writes right after the step ends and which carries the step's reward and length."""
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             if logs and "rewards/beaver_rm/mean" in logs:
-                self.reward = logs["rewards/beaver_rm/mean"]
-                self.length = logs["completions/mean_length"]
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            pacer.step(units=EPISODES, loss=self.reward, response_length=self.length)
+                pacer.step(
+                    units=EPISODES,
+                    loss=logs["rewards/beaver_rm/mean"],
+                    response_length=logs["completions/mean_length"],
+                )
 
     args = RLOOConfig(
         output_dir=str(prepare.run_dir("rloo-trl")),
