@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from beaver.config.sections import GenerationCfg
 from beaver.models.batching import pad_batch
+from beaver.models.generation import cut_at_eos
 from beaver.models.saving import unwrap
 
 
@@ -48,7 +49,7 @@ def sampling_options(gen: GenerationCfg, eos_token_id: int) -> dict[str, Any]:
 def responses_tensor(rows: list[list[int]], eos_token_id: int, pad_token_id: int) -> Tensor:
     """(B, T) response ids, each row cut after its first EOS and right padded with PAD to the
     longest row (as `sample_responses` returns HF `generate`'s)."""
-    cut = [r[: r.index(eos_token_id) + 1] if eos_token_id in r else r for r in rows]
+    cut = [cut_at_eos(r, eos_token_id)[0] for r in rows]
     ids, _ = pad_batch(cut, pad_token_id, "right")
     return ids
 

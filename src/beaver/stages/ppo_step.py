@@ -285,7 +285,7 @@ def update(
     `on_step()` before every actor step, so a multiplier updated per optimiser step (the
     reference's cadence) reaches the advantage at once. Whitening, when on, is per micro-batch.
     """
-    ppo, stats = plan.ppo, []
+    ppo, stats, packed = plan.ppo, [], plan.padding_free
     if plan.length_grouped:
         lengths = rollout.prompt_mask.sum(dim=1) + rollout.response_mask.sum(dim=1)
         batches = plan.micro_batches(rollout.batch_size, generator, lengths.cpu())
@@ -298,7 +298,6 @@ def update(
         ptx = ptx_batches[k % len(ptx_batches)] if ptx_batches else None
         lams = [c.on_step() for c in controllers] if controllers else None
         adv = tg.actor_advantages(lams, mb.response_mask, ppo.whiten_advantages)
-        packed = plan.padding_free
         s = actor_step(
             models.actor, mb, adv, ppo, plan.temperature, ptx, plan.sequence_ratio, packed
         )
