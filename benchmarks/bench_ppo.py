@@ -37,6 +37,8 @@ from harness import Side, interleave, per_step, share
 ROLLOUT, MICRO, NEW_TOKENS, LR, BETA2 = 64, 32, 40, 5e-4, 0.95
 # The old log-probs from a second actor pass instead of the sampling scores
 RECOMPUTE = ("ppo.logprobs_from_sampling=false",)
+# Every scoring and training pass on packed rows (no padding computed)
+PACKED = ("train.padding_free=true",)
 KL, EOS_PENALTY, VALUE_CLIP = 0.05, 3.0, 5.0
 
 
@@ -45,7 +47,7 @@ def beaver_side(pacer: Any, steps: int, algorithm: str, extra: tuple[str, ...] =
     import beaver.stages.ppo as ppo
     from beaver.config import PPOConfig, load_config
 
-    out = prepare.run_dir(f"{algorithm}-beaver{len(extra)}")
+    out = prepare.run_dir(f"{algorithm}-beaver" + "".join(f"-{e.split('=')[0]}" for e in extra))
     overrides = [
         f"algorithm={algorithm}",
         f"output_dir={out}",
@@ -260,6 +262,11 @@ def main() -> dict[str, Any]:
                 beaver_side,
                 {"steps": steps, "algorithm": "ppo", "extra": RECOMPUTE},
             ),
+            Side(
+                "beaver-ppo-packed",
+                beaver_side,
+                {"steps": steps, "algorithm": "ppo", "extra": PACKED},
+            ),
             Side("beaver-ppo-lag", beaver_side, {"steps": steps, "algorithm": "ppo-lag"}),
         ],
         warmup_steps=a.warmup_steps,
@@ -281,6 +288,7 @@ def main() -> dict[str, Any]:
         "beaver-ppo": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 2, 1),
         "trl-ppo": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 2, 1),
         "beaver-ppo-recompute": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 2, 2, 1),
+        "beaver-ppo-packed": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 2, 1),
         "beaver-ppo-lag": machine.ppo_episode_flops(shape, prompt, NEW_TOKENS, 1, 4, 2),
     }
     by_name = {s.name: s for s in sides}

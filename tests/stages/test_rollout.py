@@ -262,3 +262,29 @@ def test_cost_sources_read_the_overall_cost_or_one_category_head() -> None:
     assert torch.allclose(costs[:, 1], out.category_end_scores[:, 1])
     assert torch.allclose(costs[:, 2], out.category_end_scores[:, 0])
     assert not torch.allclose(costs[:, 1], costs[:, 2])  # two heads, two costs
+
+
+def test_padding_free_scoring_gives_the_padded_rollout() -> None:
+    # Every scoring pass (actor, reference, reward, cost, both critics) on packed rows: the same
+    # rollout as padded, and the passes really ran on fewer rows than sequences.
+    models, (ids, mask) = rollout_models(pad=0), prompts(pad=0)
+    rows: list[int] = []
+    models.reward_model.backbone.register_forward_pre_hook(  # type: ignore[union-attr]
+        lambda module, args, kwargs: rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    opts = rollout_options(0, 1.0, n=2)
+
+    def rollout(padding_free: bool) -> Any:
+        torch.manual_seed(3)
+        return collect_rollout(models, ids, mask, replace(opts, padding_free=padding_free))[0]
+
+    padded, packed = rollout(False), rollout(True)
+    assert rows[0] == 6 and rows[1] < 6  # six sequences; packed, two or more share a row
+    assert torch.equal(padded.response_ids, packed.response_ids)
+    real = padded.response_mask.bool()  # past a response's EOS the packed pass gives zeros
+    for name in ("logp", "ref_logp", "values"):
+        a, b = getattr(padded, name), getattr(packed, name)
+        assert torch.allclose(a[real], b[real], atol=1e-5), name
+    assert torch.allclose(padded.cost_values[:, 0][real], packed.cost_values[:, 0][real], atol=1e-5)
+    assert torch.allclose(padded.reward, packed.reward, atol=1e-5)
+    assert torch.allclose(padded.costs, packed.costs, atol=1e-5)

@@ -23,9 +23,10 @@ from beaver.models.packing import causal_lm_logits
 from beaver.models.saving import unwrap
 
 
-def _score_output(
-    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, padding_free: bool
+def score_output(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, padding_free: bool = False
 ) -> Any:
+    """A score model's (or engine's) `ScoreOutput`, on packed rows when `padding_free`."""
     # the keyword only when set: any score model (or engine around one) takes the padded call
     if padding_free:
         return model(input_ids=input_ids, attention_mask=attention_mask, padding_free=True)
@@ -43,7 +44,7 @@ def score_sequences(
     """(B,) fp32 end scores of a score model at each sequence's last real token (padding on
     either side); `normalize`: in the normaliser's units (reward (x - mu) / sigma, cost
     x / sigma; identity without a normaliser); `padding_free`: computed on packed rows."""
-    scores = _score_output(model, input_ids, attention_mask, padding_free).end_scores
+    scores = score_output(model, input_ids, attention_mask, padding_free).end_scores
     if normalize:
         scores = unwrap(model).normalize(scores)  # type: ignore[operator]
     return scores.float()
@@ -105,5 +106,5 @@ def response_values(
 ) -> Tensor:
     """(B, T) critic values aligned with the response tokens (from position P + t - 1);
     `padding_free`: computed on packed rows."""
-    scores = _score_output(critic, input_ids, attention_mask, padding_free).scores  # (B, P + T)
+    scores = score_output(critic, input_ids, attention_mask, padding_free).scores  # (B, P + T)
     return scores[:, prompt_len - 1 : -1]

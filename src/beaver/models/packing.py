@@ -14,6 +14,18 @@ thread, forward + backward): rows of 1x the width fill 78% (no two samples fit) 
 1.04x padded, 2x: 83% full, 1.09x; 3x: 93% full but 1.00x (attention grows with the width);
 one row of everything: 0.47x.
 
+Varlen attention: the bound above is there because sdpa's mask makes every token of a row
+attend over the whole row. For models on sdpa (transformers' default), `packed_forward` switches
+the attention to `beaver_varlen` (registered with transformers' `AttentionInterface`): on a
+packed call it runs sdpa once per sequence, causal, on that sequence's slice of the row (the CPU
+counterpart of flash-attention's varlen kernel), so attention costs sum(L_i^2), not W^2, and
+the whole batch goes into ONE row with no padding at all. Every other call (generation,
+padded evaluation) is passed to transformers' sdpa unchanged. Measured on the same batches
+(76% real tokens, forward + backward of the SFT loss, one thread, loaded machine): rows of 2x
+the width 1.09x padded, one varlen row 1.28x. Models on flash-attention get one row too (its
+kernel reads the sequences from the position ids); eager attention, sliding windows and
+attention soft-capping keep the bounded rows and the block-diagonal mask.
+
 `unpack` puts outputs back into the padded (B, L) layout, zeros at the padding, so losses,
 masks and advantages downstream read them exactly as before. Padding may be on either side:
 a sequence's tokens are the ones its attention mask marks.
@@ -21,14 +33,22 @@ a sequence's tokens are the ones its attention mask marks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ROW_WIDTH_FACTOR = 2
-"""Default packed row width in padded widths (the measurement above)."""
+"""Default packed row width in padded widths, without varlen attention (the measurement above)."""
+VARLEN = "beaver_varlen"
+"""The attention implementation name of `varlen_attention`."""
 
 
 def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -62,6 +82,7 @@ class Packed:
     src: Tensor
     dst: Tensor
     batch_shape: tuple[int, int]
+    seq_lens: tuple[int, ...] = ()  # one row: each sequence's length, in row order
 
     @property
     def real_tokens(self) -> int:
@@ -106,6 +127,7 @@ def pack(
         src=src,
         dst=dst,
         batch_shape=(batch, width),
+        seq_lens=tuple(lengths[i] for i in rows[0]) if len(rows) == 1 else (),
     )
 
 
@@ -121,6 +143,105 @@ def unpack(packed: Packed, output: Tensor) -> Tensor:
     return out.view(batch, width, *rest)
 
 
+# Set while a packed forward runs with varlen attention: its mask is not built (the attention
+# reads the sequences from `cu_seq_lens_q`). A context variable, so that any other caller that
+# packs rows itself still gets transformers' block-diagonal mask.
+_VARLEN_CALL = contextvars.ContextVar("beaver_varlen_call", default=False)
+
+
+def varlen_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q: Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[Tensor, None]:
+    """transformers attention function: on a packed row (`cu_seq_lens_q` given, one row) sdpa per
+    sequence, causal, on its own slice; otherwise transformers' sdpa. q (1, H, N, D), k / v
+    (1, H_kv, N, D) -> (1, N, H, D)."""
+    if cu_seq_lens_q is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    lengths = cu_seq_lens_q.diff().tolist()
+    groups = query.shape[1] // key.shape[1]
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    # split, not slicing: its backward is one concatenation, not a zero-filled row per sequence
+    outs = [
+        nn.functional.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout, scale=scaling, is_causal=getattr(module, "is_causal", True)
+        )
+        for q, k, v in zip(
+            query.split(lengths, 2), key.split(lengths, 2), value.split(lengths, 2), strict=True
+        )
+    ]
+    return torch.cat(outs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _varlen_mask(*args: Any, **kwargs: Any) -> Tensor | None:
+    """transformers mask function for `beaver_varlen`: sdpa's, except in a varlen packed call."""
+    return None if _VARLEN_CALL.get() else sdpa_mask(*args, **kwargs)
+
+
+AttentionInterface.register(VARLEN, varlen_attention)
+AttentionMaskInterface.register(VARLEN, _varlen_mask)
+
+
+def _model_config(model: nn.Module) -> Any:
+    """The HF config of a causal LM, a score model's backbone, a peft model or an engine."""
+    from beaver.models.saving import unwrap
+
+    module = unwrap(model)
+    return getattr(module, "backbone", module).config
+
+
+def one_row_attention(model: nn.Module) -> str | None:
+    """How `model` runs a batch packed into one row: `varlen` (sdpa, switched to
+    `beaver_varlen`, which behaves as sdpa on every unpacked call), `flash` (flash-attention
+    reads the sequences from the position ids), or None: bounded rows with the block-diagonal
+    mask (eager attention, sliding windows, soft-capped attention scores)."""
+    config = _model_config(model)
+    windowed = getattr(config, "sliding_window", None) is not None and getattr(
+        config, "use_sliding_window", True
+    )
+    capped = getattr(config, "attn_logit_softcapping", None) is not None
+    impl = config._attn_implementation
+    if windowed or capped:
+        return None
+    if impl in ("sdpa", VARLEN):
+        config._attn_implementation = VARLEN
+        return "varlen"
+    return "flash" if impl is not None and impl.startswith("flash_attention") else None
+
+
+def pack_for(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Packed:
+    """`pack` in the rows `model` runs best: one row when its attention can (see above)."""
+    if one_row_attention(model) is None:
+        return pack(input_ids, attention_mask)
+    return pack(input_ids, attention_mask, capacity=max(int(attention_mask.sum()), 1))
+
+
+@contextlib.contextmanager
+def packed_call(model: nn.Module, packed: Packed) -> Iterator[dict[str, Any]]:
+    """The keyword arguments of a forward over `packed` (ids, position ids, and for varlen
+    attention the sequence bounds), with the varlen mask skipped while it runs."""
+    kwargs: dict[str, Any] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids}
+    varlen = bool(packed.seq_lens) and one_row_attention(model) == "varlen"
+    if varlen:
+        lengths = torch.tensor((0, *packed.seq_lens), device=packed.input_ids.device)
+        kwargs["cu_seq_lens_q"] = kwargs["cu_seq_lens_k"] = lengths.cumsum(0)
+        kwargs["max_length_q"] = kwargs["max_length_k"] = max(packed.seq_lens)
+    token = _VARLEN_CALL.set(varlen)
+    try:
+        yield kwargs
+    finally:
+        _VARLEN_CALL.reset(token)
+
+
 def causal_lm_logits(
     model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, *, padding_free: bool
 ) -> Tensor:
@@ -128,8 +249,7 @@ def causal_lm_logits(
     packed rows when `padding_free` (zeros at the padding then) and padded otherwise."""
     if not padding_free:
         return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    packed = pack(input_ids, attention_mask)
-    logits = model(
-        input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False
-    ).logits
+    packed = pack_for(model, input_ids, attention_mask)
+    with packed_call(model, packed) as kwargs:
+        logits = model(**kwargs, use_cache=False).logits
     return unpack(packed, logits)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from beaver.algo import Normalizer, ScoreKind, build_normalizer, gather_end_scores
 from beaver.algo.masks import last_token_index, position_ids_from_attention_mask
 from beaver.files import read_json, write_json
-from beaver.models.packing import pack, unpack
+from beaver.models.packing import pack_for, packed_call, unpack
 
 if TYPE_CHECKING:
     from beaver.engine.build import DeepSpeedSpec
@@ -107,15 +107,10 @@ class ScoreModel(nn.Module):
         """`padding_free`: the backbone runs on packed rows (`beaver.models.packing`), its
         hidden states put back in the padded layout, so every output is the padded one's."""
         if padding_free:
-            packed = pack(input_ids, attention_mask)
-            hidden = unpack(
-                packed,
-                self.backbone(
-                    input_ids=packed.input_ids,
-                    position_ids=packed.position_ids,
-                    use_cache=False,
-                ).last_hidden_state,
-            )
+            packed = pack_for(self.backbone, input_ids, attention_mask)
+            with packed_call(self.backbone, packed) as kwargs:
+                hidden = self.backbone(**kwargs, use_cache=False).last_hidden_state
+            hidden = unpack(packed, hidden)
         else:
             # Left padding must not shift positions: ids from the mask, not the column index.
             position_ids = position_ids_from_attention_mask(attention_mask)

@@ -213,6 +213,7 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
         sampled_logprobs=SampledLogprobs.for_sampling(
             cfg.generation, cfg.ppo.logprobs_from_sampling
         ),
+        padding_free=train.padding_free,
     )
     if cfg.generation.engine == "vllm":
         from beaver.models.vllm_engine import VLLMSampler

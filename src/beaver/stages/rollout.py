@@ -39,7 +39,12 @@ from beaver.config import GenerationCfg
 from beaver.engine import dist
 from beaver.models.adapters import adapter_disabled
 from beaver.models.batching import pad_batch
-from beaver.models.forward import response_logprobs, response_values, score_sequences
+from beaver.models.forward import (
+    response_logprobs,
+    response_values,
+    score_output,
+    score_sequences,
+)
 from beaver.models.generation import generation_kwargs
 from beaver.models.saving import unwrap
 from beaver.models.score import ScoreModel
@@ -158,6 +163,7 @@ class RolloutOptions:
     # old log-probs from the sampling scores (the stage sets it from `ppo.logprobs_from_sampling`)
     sampled_logprobs: SampledLogprobs = field(default_factory=lambda: SampledLogprobs("off"))
     sampler: Any = None  # generation.engine=vllm: the VLLMSampler (beaver.models.vllm_engine)
+    padding_free: bool = False  # every scoring pass on packed rows (`train.padding_free`)
 
 
 @dataclass(frozen=True)
@@ -243,7 +249,8 @@ def score_responses(
             as_text.append(texts())
         return source(*as_text[0]).to(ids.device).float()
 
-    reward = score_sequences(models.reward_model, ids, mask, normalize=True)
+    packed = opts.padding_free
+    reward = score_sequences(models.reward_model, ids, mask, normalize=True, padding_free=packed)
     for term in models.reward_terms:
         score = read(term.text)
         reward = reward + term.weight * score
@@ -255,7 +262,7 @@ def score_responses(
     scored: dict[int, Any] = {}  # one forward per distinct model
     for source in models.cost_sources:
         if source.model is not None and id(source.model) not in scored:
-            scored[id(source.model)] = source.model(input_ids=ids, attention_mask=mask)
+            scored[id(source.model)] = score_output(source.model, ids, mask, packed)
 
     def cost_of(source: CostSource) -> Tensor:  # (B,) fp32
         if source.text is not None:
@@ -302,19 +309,23 @@ def collect_rollout(
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)
     attention_mask = torch.cat([prompt_mask, resp_mask], dim=1)
     plen, temperature = prompt_ids.shape[1], opts.generation.temperature
+
+    def logprobs_of(model: nn.Module) -> Tensor:  # (B, T) fp32
+        return response_logprobs(
+            model, input_ids, attention_mask, plen, temperature, opts.padding_free
+        )[0]
+
     if sampled_logp is not None and reuse.state == "on":
         logp = sampled_logp
     else:
-        logp, _ = response_logprobs(models.actor, input_ids, attention_mask, plen, temperature)
+        logp = logprobs_of(models.actor)
         if sampled_logp is not None and reuse.verdict(sampled_logp, logp, resp_mask):
             logp = sampled_logp
     if models.ref is None:
         with adapter_disabled(models.actor):
-            ref_logp, _ = response_logprobs(
-                models.actor, input_ids, attention_mask, plen, temperature
-            )
+            ref_logp = logprobs_of(models.actor)
     else:
-        ref_logp, _ = response_logprobs(models.ref, input_ids, attention_mask, plen, temperature)
+        ref_logp = logprobs_of(models.ref)
     n = opts.generation.num_return_sequences
 
     def texts() -> tuple[list[str], list[str]]:  # raw prompts (one per answer), decoded answers
@@ -330,7 +341,7 @@ def collect_rollout(
     def values_of(critic: nn.Module | None) -> Tensor | None:  # None: no critic, no values
         if critic is None:
             return None
-        return response_values(critic, input_ids, attention_mask, plen).float()
+        return response_values(critic, input_ids, attention_mask, plen, opts.padding_free).float()
 
     values = values_of(models.reward_critic)
     cost_values = [values_of(c) for c in models.cost_critics]  # K x (B, T)
