@@ -8,7 +8,8 @@ tokenizes text itself; here it is handed beaver's token ids (`prompt_ids`, `chos
 sides see identical tokens. fp32, 32 pairs per step, chosen and rejected in one forward pass,
 sigmoid loss with beta 0.1, AdamW lr 5e-4 constant, betas 0.9/0.95, no weight decay, clip 1.0,
 through their own training loops, logging every step. TRL's gradient checkpointing and bf16
-defaults are off, as beaver's toy config has neither.
+defaults are off, as beaver's toy config has neither. Sides: beaver padded and packed
+(`train.padding_free=true`), and TRL at its default.
 
     python benchmarks/bench_dpo.py [--blocks 30] [--block-steps 3] [--replicas 2] [--threads 1]
 """
@@ -27,7 +28,7 @@ from trl_common import in_beaver_order, trl_args, trl_callback
 BATCH, LR, MAX_LEN, BETA, BETA2 = 32, 5e-4, 96, 0.1, 0.95
 
 
-def beaver_side(pacer: Any, steps: int) -> None:
+def beaver_side(pacer: Any, steps: int, padding_free: bool = False) -> None:
     import beaver.stages.dpo as dpo
     from beaver.config import DPOConfig, load_config
 
@@ -50,6 +51,7 @@ def beaver_side(pacer: Any, steps: int) -> None:
             f"train.max_steps={steps}",
             "train.seed=42",
             "train.eval_strategy='no'",
+            f"train.padding_free={str(padding_free).lower()}",
             *prepare.COMMON,
         ],
     )
@@ -155,7 +157,11 @@ def main() -> dict[str, Any]:
     prepare.clean_runs()
     peak = machine.gemm_peak_flops()
     sides = interleave(
-        [Side("beaver", beaver_side, {"steps": steps}), Side("trl", trl_side, {"steps": steps})],
+        [
+            Side("beaver", beaver_side, {"steps": steps}),
+            Side("beaver-packed", beaver_side, {"steps": steps, "padding_free": True}),
+            Side("trl", trl_side, {"steps": steps}),
+        ],
         warmup_steps=a.warmup_steps,
         block_steps=a.block_steps,
         blocks=a.blocks,
@@ -173,7 +179,7 @@ def main() -> dict[str, Any]:
     result = report.assemble(
         "DPO",
         sides,
-        flops_per_unit={"beaver": per_pair, "trl": per_pair},
+        flops_per_unit={s.name: per_pair for s in sides},
         unit="pairs/s",
         peer="trl",
         peak=peak,

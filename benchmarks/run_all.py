@@ -36,55 +36,55 @@ BENCHES = {
 SELF = ("lora",)
 
 
+def side_ratios(r: dict[str, Any]) -> str:
+    """Each side's median and block-pair ratio to the peer: `beaver 1.00x (pairs 0.99x), ...`."""
+    return ", ".join(
+        f"{name} {x['median']:.2f}x (block pairs {x['paired_median']:.2f}x, quartiles "
+        f"{x['paired_q1']:.2f} - {x['paired_q3']:.2f}x)"
+        for name, x in r["ratios"].items()
+    )
+
+
 def findings(results: dict[str, dict[str, Any]]) -> list[str]:
     """What the numbers say, per benchmark, with the causes the profiles found
     (benchmarks/README.md, "What the profiles found")."""
     out = []
-    for name in ("sft", "rm"):
+    for name in ("sft", "rm", "dpo"):
         r = results.get(name)
         if r is None:
             continue
-        ratio = next(iter(r["ratios"].values()))
         out.append(
-            f"- {r['benchmark']}: beaver/TRL {ratio['median']:.2f}x (block pairs: median "
-            f"{ratio['paired_median']:.2f}x, quartiles {ratio['paired_q1']:.2f} - "
-            f"{ratio['paired_q3']:.2f}x) on the same batches "
-            "in the same order. Both run the same transformers Llama forward and backward, "
-            "which is ~97% of a step on both sides; the loops around it differ by a few ms "
-            "(beaver's for-loop AdamW + clipping norm ~5 ms vs TRL's fused AdamW ~2 ms). An "
-            "A/A run of the harness (a side against itself) gives 0.96 - 1.01x: differences "
-            "of a few percent are noise. Peak RSS: TRL's process imports more (the model is "
-            "3 MB)."
-        )
-    r = results.get("dpo")
-    if r is not None:
-        ratio = next(iter(r["ratios"].values()))
-        out.append(
-            f"- {r['benchmark']}: beaver/TRL {ratio['median']:.2f}x (block pairs: median "
-            f"{ratio['paired_median']:.2f}x, quartiles {ratio['paired_q1']:.2f} - "
-            f"{ratio['paired_q3']:.2f}x) on the same token ids in the same order: both run one "
-            "policy forward + backward over the concatenated chosen and rejected answers and "
-            "one reference forward per batch."
+            f"- {r['benchmark']} vs TRL at its default: {side_ratios(r)}, on the same batches "
+            "in the same order. Padded, both run the same transformers Llama forward and "
+            "backward (~97% of a step on both sides), so padded beaver is at parity; an A/A "
+            "run of the harness gives 0.96 - 1.01x. Packed (`train.padding_free`), beaver "
+            "runs the batch as one row of real tokens with sdpa per sequence (varlen "
+            "attention): no position is padding and attention costs sum(L_i^2), not W^2."
         )
     r = results.get("ppo")
     if r is not None:
         s = r["split"]
         b, t, lag = s["beaver-ppo"], s["trl-ppo"], s["beaver-ppo-lag"]
         gc = t.get("gc_collect_s", 0.0)
-        out.append(
-            f"- ppo: beaver/TRL {r['ratios']['beaver-ppo']['median']:.2f}x at equal work "
-            f"(responses of {b['response_tokens']} vs {t['response_tokens']} tokens). "
-            f"Per step beaver {b['step_s']} s, TRL {t['step_s']} s, of which {gc} s in the two "
-            "full `gc.collect()` calls TRL's PPO loop makes every step (with the "
-            f"transformers/datasets/pandas heap loaded): TRL without them would take "
-            f"{t['step_s'] - gc:.2f} s. Generation is the same HF `generate` "
-            f"({b['generate_s']} vs {t['generate_s']} s). beaver scores with 4 forward "
-            f"passes (actor, reference, reward, critic: {b['score_s']} s), TRL with 3 (its "
-            f"old log-probs come from the sampling logits) plus one gc.collect "
-            f"({t['score_s']} s); both train actor and critic on the same micro-batches "
-            f"({b['train_s']} vs {t['train_s']} s, TRL's with the other gc.collect). "
-            "beaver is ahead by TRL's garbage collection and behind by one forward pass."
+        text = (
+            f"- ppo vs TRL: {side_ratios(r)}. Per step beaver {b['step_s']} s, TRL "
+            f"{t['step_s']} s (responses of {b['response_tokens']} vs {t['response_tokens']} "
+            f"tokens), of which {gc} s in the two full `gc.collect()` calls TRL's PPO loop "
+            "makes every step (with the transformers/datasets/pandas heap loaded). "
+            f"Generation is the same HF `generate` ({b['generate_s']} vs {t['generate_s']} "
+            "s). Both take the old log-probs from the sampling scores and score with the "
+            f"reference, reward and critic passes (beaver {b['score_s']} s, TRL "
+            f"{t['score_s']} s with one gc.collect)."
         )
+        if (rc := s.get("beaver-ppo-recompute")) is not None:
+            text += f" `-recompute` runs the actor again (score {rc['score_s']} s)."
+        if (pk := s.get("beaver-ppo-packed")) is not None:
+            text += (
+                " `-packed` runs every scoring and training pass on one row of real tokens "
+                f"with varlen attention (score {pk['score_s']} s, train {pk['train_s']} s vs "
+                f"{b['train_s']} s padded)."
+            )
+        out.append(text)
         out.append(
             f"- ppo-lag: {r['lag_over_ppo']['median']:.2f}x of PPO's episodes/s "
             f"({lag['step_s']} vs {b['step_s']} s per step, responses of "

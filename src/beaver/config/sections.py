@@ -155,8 +155,9 @@ class LoopCfg(Section):
     max_bad_steps: int = Field(3, gt=0)
     """Consecutive steps with a non-finite loss or gradient norm before the run stops."""
     padding_free: bool = False
-    """Train on packed rows (several sequences per row, position ids restarting at 0, no
-    padding computed) instead of padded ones; losses and gradients are the same
+    """Run every training and scoring pass on packed rows (sequences back to back, position
+    ids restarting at 0, no padding computed) instead of padded ones; losses and gradients are
+    the same. Models on sdpa run the whole batch as one row with attention per sequence
     (`beaver.models.packing`)."""
 
 
