@@ -102,8 +102,16 @@ class VLLMSampler:
     """A vLLM engine holding a copy of the actor's weights; `sample` and `push`."""
 
     def __init__(
-        self, actor: Any, tokenizer: Any, gen: GenerationCfg, max_model_len: int, seed: int
+        self,
+        actor: Any,
+        tokenizer: Any,
+        gen: GenerationCfg,
+        max_model_len: int,
+        seed: int,
+        **llm_kwargs: Any,
     ):
+        """`llm_kwargs`: more `vllm.LLM` keywords, e.g. `gpu_memory_utilization` (vLLM's
+        default, 0.9 of the GPU, leaves a colocated trainer little room)."""
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in process: shared tensors
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's default is 4
         from vllm import LLM
@@ -119,7 +127,7 @@ class VLLMSampler:
             write_hf_folders(module, state, self._dir.name, tokenizer)
         dist.barrier()
         dtype = next(module.parameters()).dtype
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = dict(llm_kwargs)
         if dist.world_size() > 1:  # one engine per rank, as TRL's colocate mode (untested here)
             kwargs["distributed_executor_backend"] = "external_launcher"
         self.llm = LLM(
