@@ -92,6 +92,8 @@ def beaver_side(pacer: Any, steps: int, algorithm: str, extra: tuple[str, ...] =
             generate=m["time/generate"],
             score=m["time/score"],
             response_length=m["rollout/response_length"],
+            # generation.engine=vllm: the push of the actor's weights into vLLM (bench_vllm)
+            **({"push": m["time/weight_sync"]} if "time/weight_sync" in m else {}),
         )
         return out
 
@@ -230,20 +232,44 @@ def trl_side(pacer: Any, steps: int) -> None:
 
 def split(side: Side) -> dict[str, float]:
     """Median seconds per step in generation, scoring and the rest (training), the mean
-    response length, and for TRL its gc.collect() seconds (one call falls in scoring, one in
-    training)."""
+    response length; for TRL its gc.collect() seconds (one call falls in scoring, one in
+    training); for vLLM rollouts the weight push before each rollout (`push_s`, not in
+    `train_s`)."""
     total = per_step(side).median
     gen, score = share(side, "generate").median, share(side, "score").median
+    measured = {key for b in side.blocks for r in b for key in r}
+    push = share(side, "push").median if "push" in measured else 0.0
     out = {
         "step_s": round(total, 3),
         "generate_s": round(gen, 3),
         "score_s": round(score, 3),
-        "train_s": round(total - gen - score, 3),
+        "train_s": round(total - gen - score - push, 3),
         "response_tokens": round(share(side, "response_length").median, 1),
     }
-    if any("gc" in r for b in side.blocks for r in b):
+    if "push" in measured:
+        out["push_s"] = round(push, 4)
+    if "gc" in measured:
         out["gc_collect_s"] = round(share(side, "gc").median, 3)
     return out
+
+
+def policy_shape() -> tuple[machine.Shape, float]:
+    """The policy's shape and the RL prompts' mean length: what an episode's FLOPs depend on."""
+    from transformers import AutoConfig
+
+    shape = machine.Shape.of(AutoConfig.from_pretrained(prepare.SFT_MODEL))
+    data, _ = prompt_dataset()
+    return shape, statistics.fmean(len(x) for x in data["input_ids"])
+
+
+def workload(prompt: float) -> dict[str, Any]:
+    return {
+        "rollout_batch": ROLLOUT,
+        "micro_batch": MICRO,
+        "max_new_tokens": NEW_TOKENS,
+        "mean_prompt_tokens": round(prompt, 1),
+        "precision": "fp32",
+    }
 
 
 def main() -> dict[str, Any]:
@@ -276,11 +302,7 @@ def main() -> dict[str, Any]:
         replicas=a.replicas,
         prefix="ppo",
     )
-    from transformers import AutoConfig
-
-    shape = machine.Shape.of(AutoConfig.from_pretrained(prepare.SFT_MODEL))
-    data, _ = prompt_dataset()
-    prompt = statistics.fmean(len(x) for x in data["input_ids"])
+    shape, prompt = policy_shape()
     # Each side's own passes. beaver and TRL: the reference LM pass (the old log-probs come with
     # generation; `-recompute` runs the actor again), reward and critic score passes; PPO-Lag:
     # + cost model and cost critic, and it trains two critics.
@@ -299,13 +321,7 @@ def main() -> dict[str, Any]:
         unit="episodes/s",
         peer="trl-ppo",
         peak=peak,
-        workload={
-            "rollout_batch": ROLLOUT,
-            "micro_batch": MICRO,
-            "max_new_tokens": NEW_TOKENS,
-            "mean_prompt_tokens": round(prompt, 1),
-            "precision": "fp32",
-        },
+        workload=workload(prompt),
         model_flops_per_episode=flops,
         split={s.name: split(s) for s in sides},
         lag_over_ppo=report.ratio(by_name["beaver-ppo-lag"], by_name["beaver-ppo"]),

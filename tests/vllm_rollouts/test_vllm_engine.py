@@ -1,6 +1,8 @@
 """The vLLM rollout engine (`generation.engine: vllm`) on a tiny Llama: its greedy answers equal
 HF `generate`'s, and after the actor's weights change and are pushed, they still do (a sync
-that does nothing fails the second check). Run by `make test-vllm` in its own venv."""
+that does nothing fails the second check), with an untied and a tied LM head (the toy world's
+Llama ties it; vLLM's CPU backend kept a stale packed copy of a tied head after a reload).
+Run by `make test-vllm` in its own venv."""
 
 from __future__ import annotations
 
@@ -40,14 +42,19 @@ def _hf_greedy(
     return out[:, ids.shape[1] :]
 
 
-def test_greedy_matches_hf_before_and_after_a_push(tmp_path: Path) -> None:
+def _actor(tied: bool) -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-        pad_token_id=PAD, bos_token_id=1, eos_token_id=EOS, tie_word_embeddings=False,
+        pad_token_id=PAD, bos_token_id=1, eos_token_id=EOS, tie_word_embeddings=tied,
     )  # fmt: skip
-    actor = LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied-head", "tied-head"])
+def test_greedy_matches_hf_before_and_after_a_push(tmp_path: Path, tied: bool) -> None:
+    actor = _actor(tied)
     gen = GenerationCfg(max_new_tokens=12, temperature=0.0)
     sampler = VLLMSampler(actor, _tokenizer(tmp_path), gen, max_model_len=64, seed=0)
     ids = torch.tensor([[0, 0, 1, 5, 6, 7], [0, 0, 0, 0, 1, 9], [0, 1, 11, 12, 13, 14]])
@@ -66,3 +73,18 @@ def test_greedy_matches_hf_before_and_after_a_push(tmp_path: Path) -> None:
     hf_after = _hf_greedy(actor, ids, mask, 12)
     assert torch.equal(after, hf_after[:, : after.shape[1]])
     assert seconds < 30
+
+
+def test_answers_are_drawn_independently_and_reproducibly(tmp_path: Path) -> None:
+    """Every prompt's request has a seed of its own: with one seed for the whole batch, eight
+    copies of a prompt drew the same random numbers and gave 2 distinct answers out of 16 (n=2:
+    vLLM seeds a request's answers seed + j), and every batch's answers were correlated."""
+    gen = GenerationCfg(max_new_tokens=12, temperature=1.0, num_return_sequences=2)
+    sampler = VLLMSampler(_actor(tied=False), _tokenizer(tmp_path), gen, max_model_len=64, seed=0)
+    ids = torch.tensor([[1, 5, 6, 7]] * 8)
+    mask = torch.ones_like(ids)
+    answers = sampler.sample(ids, mask, seed=123)
+    assert answers.shape[0] == 16
+    distinct = {tuple(row.tolist()) for row in answers}
+    assert len(distinct) >= 15  # a random 64-token policy: two equal 12-token answers are rare
+    assert torch.equal(sampler.sample(ids, mask, seed=123), answers)  # the seed decides them
