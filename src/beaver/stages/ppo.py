@@ -219,7 +219,10 @@ def build(cfg: PPOConfig, run_: Run, rollouts: int) -> PPOParts:
         from beaver.models.vllm_engine import VLLMSampler
 
         max_len = cfg.data.max_length + cfg.generation.max_new_tokens
-        sampler = VLLMSampler(models.actor, actor_tok, cfg.generation, max_len, train.seed)
+        sampler = VLLMSampler(
+            models.actor, actor_tok, cfg.generation, max_len, train.seed,
+            gpu_memory_utilization=cfg.generation.vllm_gpu_memory,
+        )  # fmt: skip
         opts = replace(opts, sampler=sampler)
     ptx_loader = None
     if cfg.data.ptx:
