@@ -15,7 +15,7 @@ thread, forward + backward): rows of 1x the width fill 78% (no two samples fit) 
 one row of everything: 0.47x.
 
 Varlen attention: the bound above is there because sdpa's mask makes every token of a row
-attend over the whole row. For models on sdpa (transformers' default), `packed_forward` switches
+attend over the whole row. For models on sdpa (transformers' default), `pack_for` switches
 the attention to `beaver_varlen` (registered with transformers' `AttentionInterface`): on a
 packed call it runs sdpa once per sequence, causal, on that sequence's slice of the row (the CPU
 counterpart of flash-attention's varlen kernel), so attention costs sum(L_i^2), not W^2, and
@@ -230,7 +230,8 @@ def packed_call(model: nn.Module, packed: Packed) -> Iterator[dict[str, Any]]:
     """The keyword arguments of a forward over `packed` (ids, position ids, and for varlen
     attention the sequence bounds), with the varlen mask skipped while it runs."""
     kwargs: dict[str, Any] = {"input_ids": packed.input_ids, "position_ids": packed.position_ids}
-    varlen = bool(packed.seq_lens) and one_row_attention(model) == "varlen"
+    # `pack_for` switched the model to varlen when it could (and then packed one row)
+    varlen = bool(packed.seq_lens) and _model_config(model)._attn_implementation == VARLEN
     if varlen:
         lengths = torch.tensor((0, *packed.seq_lens), device=packed.input_ids.device)
         kwargs["cu_seq_lens_q"] = kwargs["cu_seq_lens_k"] = lengths.cumsum(0)
